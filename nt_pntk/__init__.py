@@ -1,0 +1,25 @@
+"""nt-pntk: the pseudo-NTK (Mohamadi, Bae & Sutherland, ICML 2023) for neural-tangents.
+
+``import nt_pntk`` first makes ``neural_tangents`` 0.6.5 importable on current JAX
+without TensorFlow (see ``nt_pntk._nt_compat``).
+"""
+
+from nt_pntk import _nt_compat
+
+_nt_compat.install()
+
+from nt_pntk._pntk import (  # noqa: E402  (the import hook must be in place first)
+    KERNEL_NAMES,
+    empirical_kernel_fn,
+    empirical_pntk_fn,
+    summed_logits_fn,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KERNEL_NAMES",
+    "empirical_kernel_fn",
+    "empirical_pntk_fn",
+    "summed_logits_fn",
+]
