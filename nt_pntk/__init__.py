@@ -14,12 +14,32 @@ from nt_pntk._pntk import (  # noqa: E402  (the import hook must be in place fir
     empirical_pntk_fn,
     summed_logits_fn,
 )
+from nt_pntk import approximations, regression, spectra  # noqa: E402
+from nt_pntk.approximations import (  # noqa: E402
+    APPROXIMATION_NAMES,
+    approximation_fn,
+    empirical_entk_fn,
+    empirical_projection_fn,
+    empirical_single_logit_fn,
+    empirical_trace_fn,
+    projection_directions,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "APPROXIMATION_NAMES",
     "KERNEL_NAMES",
+    "approximation_fn",
+    "approximations",
+    "empirical_entk_fn",
     "empirical_kernel_fn",
     "empirical_pntk_fn",
+    "empirical_projection_fn",
+    "empirical_single_logit_fn",
+    "empirical_trace_fn",
+    "projection_directions",
+    "regression",
+    "spectra",
     "summed_logits_fn",
 ]

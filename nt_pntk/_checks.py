@@ -16,9 +16,9 @@ def implementation(value: Any) -> nt.NtkImplementation:
     """Returns `value` as an `nt.NtkImplementation`, or raises a clear error."""
     if isinstance(value, nt.NtkImplementation):
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
+    if _is_int(value):
         try:
-            return nt.NtkImplementation(value)
+            return nt.NtkImplementation(operator.index(value))
         except ValueError:
             pass
     raise ValueError(
@@ -79,10 +79,14 @@ def normalize_output_axes(
     return out[0], out[1]
 
 
-def matching_inputs(x1: Any, x2: Any, batch_axes: Any) -> None:
-    """Raises a `ValueError` if `x1` and `x2` differ other than in batch size."""
+def matching_inputs(x1: Any, x2: Any, batch_axes: Any) -> bool:
+    """Raises a `ValueError` if `x1` and `x2` differ other than in batch size.
+
+    Returns:
+      Whether `x1` and `x2` differ in batch size (False when `x2` is None).
+    """
     if x2 is None:
-        return
+        return False
     leaves1, tree1 = jax.tree_util.tree_flatten(x1)
     leaves2, tree2 = jax.tree_util.tree_flatten(x2)
     if tree1 != tree2:
@@ -94,6 +98,7 @@ def matching_inputs(x1: Any, x2: Any, batch_axes: Any) -> None:
         batch_axes = [0 if batch_axes is None else batch_axes] * len(leaves1)
     else:
         batch_axes = jax.tree_util.tree_leaves(batch_axes)
+    batch_sizes_differ = False
     for a, b, axis in zip(leaves1, leaves2, batch_axes, strict=False):
         s1, s2 = _shape_without(a, axis), _shape_without(b, axis)
         if s1 != s2:
@@ -102,6 +107,36 @@ def matching_inputs(x1: Any, x2: Any, batch_axes: Any) -> None:
                 f"x1.shape={tuple(a.shape)} and x2.shape={tuple(b.shape)}. Give x2 the "
                 f"per-example shape {s1}."
             )
+        batch_sizes_differ |= tuple(getattr(a, "shape", ())) != tuple(getattr(b, "shape", ()))
+    return batch_sizes_differ
+
+
+def output_axes(fx: Any, trace_axes: tuple[int, ...], diagonal_axes: tuple[int, ...]) -> None:
+    """Checks the axes against every leaf of the output (shapes) `fx`, as `normalize_output_axes`."""
+    for leaf in jax.tree_util.tree_leaves(fx):
+        normalize_output_axes(trace_axes, diagonal_axes, len(leaf.shape))
+
+
+def matching_output_axes(
+    fx1: Any, fx2: Any, trace_axes: tuple[int, ...], diagonal_axes: tuple[int, ...]
+) -> None:
+    """Raises a `ValueError` if `f(x1)` and `f(x2)` differ in size on a traced or diagonal axis.
+
+    The kernel pairs these axes of the two outputs element by element, so their
+    sizes must match; this matters when they include the batch axis (e.g.
+    `diagonal_axes=(0,)`) and `x1`, `x2` have different batch sizes.
+    """
+    for a, b in zip(jax.tree_util.tree_leaves(fx1), jax.tree_util.tree_leaves(fx2), strict=True):
+        traced, diagonal = normalize_output_axes(trace_axes, diagonal_axes, len(a.shape))
+        for name, axes in (("trace_axes", traced), ("diagonal_axes", diagonal)):
+            for axis in axes:
+                if a.shape[axis] != b.shape[axis]:
+                    raise ValueError(
+                        f"`{name}` has output axis {axis}, where f(x1) and f(x2) differ in size: "
+                        f"f(x1).shape={tuple(a.shape)}, f(x2).shape={tuple(b.shape)}. An axis in "
+                        f"`{name}` pairs the outputs of x1 and x2 element by element; pass x1 and "
+                        "x2 of the same batch size (or x2=None), or leave that axis out."
+                    )
 
 
 def _shape_without(x: Any, axis: int | None) -> tuple[int, ...]:
@@ -117,8 +152,14 @@ def kernel_names(get: Any, choices: tuple[str, ...]) -> tuple[str, ...]:
     if get is None:
         return ("nngp", "ntk")
     names = (get,) if isinstance(get, str) else get
-    if not isinstance(names, (tuple, list)) or not names or any(n not in choices for n in names):
+    if (
+        not isinstance(names, (tuple, list))
+        or not names
+        or not all(isinstance(n, str) and n in choices for n in names)
+        or len(set(names)) != len(names)
+    ):
         raise ValueError(
-            f"`get` must be one of {choices}, a tuple of them, or None for ('nngp', 'ntk'); got {get!r}."
+            f"`get` must be one of {choices}, a tuple of distinct ones, or None for ('nngp', 'ntk'); "
+            f"got {get!r}."
         )
     return tuple(names)

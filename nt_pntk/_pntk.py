@@ -6,16 +6,17 @@ import collections
 import functools
 import math
 from collections.abc import Callable
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import neural_tangents as nt
 
 from nt_pntk import _checks
+from nt_pntk._tiled.features import jacobian_features_fn
 
 PyTree = Any
-Axes = Union[int, tuple[int, ...]]
+Axes = int | tuple[int, ...]
 KernelName = Literal["nngp", "ntk", "pntk"]
 KERNEL_NAMES: tuple[KernelName, ...] = ("nngp", "ntk", "pntk")
 
@@ -112,7 +113,9 @@ def empirical_pntk_fn(
     Raises:
       ValueError: an unknown ``implementation``; ``trace_axes`` or
         ``diagonal_axes`` out of range, repeated or overlapping (when
-        ``pntk_fn`` is called); ``x1`` and ``x2`` whose non-batch shapes differ.
+        ``pntk_fn`` is called); ``x1`` and ``x2`` whose non-batch shapes differ,
+        or whose outputs differ in size on a traced or diagonal axis (e.g.
+        ``diagonal_axes=(0,)`` with batches of different sizes).
       TypeError: axes that are not ints.
 
     Example:
@@ -127,6 +130,8 @@ def empirical_pntk_fn(
       (5, 5)
     """
     implementation = _checks.implementation(implementation)
+    trace_axes = _checks.axes_tuple("trace_axes", trace_axes)
+    diagonal_axes = _checks.axes_tuple("diagonal_axes", diagonal_axes)
     g = summed_logits_fn(f, trace_axes, diagonal_axes)
     ntk_of_g = nt.empirical_ntk_fn(
         g,
@@ -138,9 +143,12 @@ def empirical_pntk_fn(
     in_axes = _input_batch_axes(vmap_axes)
 
     def pntk_fn(x1: PyTree, x2: PyTree | None, params: PyTree, **apply_fn_kwargs) -> PyTree:
-        _checks.matching_inputs(x1, x2, in_axes)
+        if _checks.matching_inputs(x1, x2, in_axes) and diagonal_axes:
+            _check_output_sizes(f, x1, x2, params, apply_fn_kwargs, trace_axes, diagonal_axes)
         return ntk_of_g(x1, x2, params, **apply_fn_kwargs)
 
+    # Per-example Jacobian rows F with pNTK = F(x1) F(x2)ᵀ: `nt_pntk.tiled.kernel_matrix` reuses them.
+    pntk_fn.jacobian_features = jacobian_features_fn(f, trace_axes, diagonal_axes, vmap_axes, pseudo=True)
     return pntk_fn
 
 
@@ -148,6 +156,43 @@ def _input_batch_axes(vmap_axes: Any) -> Any:
     if isinstance(vmap_axes, tuple) and len(vmap_axes) == 3:
         return vmap_axes[0]
     return vmap_axes
+
+
+def _check_output_sizes(
+    f: Callable,
+    x1: PyTree,
+    x2: PyTree,
+    params: PyTree,
+    apply_fn_kwargs: dict[str, Any],
+    trace_axes: tuple[int, ...],
+    diagonal_axes: tuple[int, ...],
+) -> None:
+    """f(x1) and f(x2) must agree in size on the traced and diagonal axes.
+
+    Called for inputs of different batch sizes and ``diagonal_axes`` given
+    (e.g. ``(0,)``), where NT fails with an `AssertionError` or a shape error
+    deep inside, or (NTK_VECTOR_PRODUCTS) returns a silently wrong kernel. It
+    traces `f` twice more, so the common path (no ``diagonal_axes``) skips it.
+    """
+    # The kwargs as NT splits them (a pair goes one to x1, one to x2); only shapes matter here.
+    kwargs1, kwargs2 = {}, {}
+    for k, v in apply_fn_kwargs.items():
+        kwargs1[k], kwargs2[k] = v if isinstance(v, tuple) and len(v) == 2 else (v, v)
+    fx1 = jax.eval_shape(lambda p, x: f(p, x, **kwargs1), params, x1)
+    fx2 = jax.eval_shape(lambda p, x: f(p, x, **kwargs2), params, x2)
+    _checks.matching_output_axes(fx1, fx2, trace_axes, diagonal_axes)
+
+
+def _axes_checked(f: Callable, trace_axes: tuple[int, ...], diagonal_axes: tuple[int, ...]) -> Callable:
+    """`f`, checking `trace_axes` and `diagonal_axes` against its output when called."""
+
+    @functools.wraps(f)
+    def checked(params: PyTree, x: PyTree, **kwargs) -> PyTree:
+        fx = f(params, x, **kwargs)
+        _checks.output_axes(fx, trace_axes, diagonal_axes)
+        return fx
+
+    return checked
 
 
 def empirical_kernel_fn(
@@ -197,12 +242,17 @@ def empirical_kernel_fn(
       ((4, 4), (4, 4))
     """
     implementation = _checks.implementation(implementation)
+    trace_axes = _checks.axes_tuple("trace_axes", trace_axes)
+    diagonal_axes = _checks.axes_tuple("diagonal_axes", diagonal_axes)
     axes = dict(trace_axes=trace_axes, diagonal_axes=diagonal_axes)
+    # NT would raise a bare IndexError for an axis out of range, and ignore a repeated one.
+    checked_f = _axes_checked(f, trace_axes, diagonal_axes)
     kernel_fns = {
-        "nngp": nt.empirical_nngp_fn(f, **axes),
-        "ntk": nt.empirical_ntk_fn(f, **axes, vmap_axes=vmap_axes, implementation=implementation),
+        "nngp": nt.empirical_nngp_fn(checked_f, **axes),
+        "ntk": nt.empirical_ntk_fn(checked_f, **axes, vmap_axes=vmap_axes, implementation=implementation),
         "pntk": empirical_pntk_fn(f, **axes, vmap_axes=vmap_axes, implementation=implementation),
     }
+    in_axes = _input_batch_axes(vmap_axes)
 
     def kernel_fn(
         x1: PyTree,
@@ -212,7 +262,8 @@ def empirical_kernel_fn(
         **apply_fn_kwargs,
     ) -> PyTree:
         names = _checks.kernel_names(get, KERNEL_NAMES)
-        _checks.matching_inputs(x1, x2, _input_batch_axes(vmap_axes))
+        if _checks.matching_inputs(x1, x2, in_axes) and diagonal_axes:
+            _check_output_sizes(f, x1, x2, params, apply_fn_kwargs, trace_axes, diagonal_axes)
         values = [kernel_fns[name](x1, x2, params, **apply_fn_kwargs) for name in names]
         if isinstance(get, str):
             return values[0]

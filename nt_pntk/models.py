@@ -19,8 +19,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import nt_pntk  # noqa: F401  (installs the neural-tangents adaptation)
 from neural_tangents import stax
+
+import nt_pntk  # noqa: F401  (installs the neural-tangents adaptation)
 
 W_STD = 2.0**0.5  # He scale for ReLU in NTK parameterization
 B_STD = 0.1
@@ -70,43 +71,59 @@ def _wide_resnet_block(channels: int, strides: tuple[int, int], channel_mismatch
     return stax.serial(stax.FanOut(2), stax.parallel(main, shortcut), stax.FanInSum())
 
 
-def wide_resnet(width: int, out: int = 10, *, blocks_per_group: int = 1, groups: int = 2) -> tuple:
-    """A small WideResNet: `groups` groups of residual blocks, channels `width * 2**g`.
+def _bottleneck_block(channels: int, strides: tuple[int, int], projection: bool) -> Any:
+    """1×1 reduce to `channels`, 3×3, 1×1 expand to `4 * channels` (ResNet-50 and deeper)."""
+    main = stax.serial(
+        stax.Relu(),
+        stax.Conv(channels, (1, 1), W_std=W_STD, b_std=B_STD),
+        stax.Relu(),
+        stax.Conv(channels, (3, 3), strides, padding="SAME", W_std=W_STD, b_std=B_STD),
+        stax.Relu(),
+        stax.Conv(4 * channels, (1, 1), W_std=W_STD, b_std=B_STD),
+    )
+    shortcut = (
+        stax.Conv(4 * channels, (1, 1), strides, W_std=W_STD, b_std=B_STD) if projection else stax.Identity()
+    )
+    return stax.serial(stax.FanOut(2), stax.parallel(main, shortcut), stax.FanInSum())
 
-    The first block of each group after the first halves the resolution.
+
+def _residual_net(width: int, out: int, blocks_per_stage: tuple[int, ...], bottleneck: bool = False) -> tuple:
+    """A stem conv, residual stages of `width * 2**stage` channels, pooling and a readout.
+
+    The first block of every stage after the first halves the resolution.
     """
+    block_fn, expansion = (_bottleneck_block, 4) if bottleneck else (_wide_resnet_block, 1)
     layers = [stax.Conv(width, (3, 3), padding="SAME", W_std=W_STD, b_std=B_STD)]
     channels = width
-    for g in range(groups):
-        new_channels = width * 2**g
-        for b in range(blocks_per_group):
-            strides = (2, 2) if (g > 0 and b == 0) else (1, 1)
-            layers.append(_wide_resnet_block(new_channels, strides, new_channels != channels or strides != (1, 1)))
-            channels = new_channels
+    for stage, count in enumerate(blocks_per_stage):
+        stage_channels = width * 2**stage
+        for block in range(count):
+            strides = (2, 2) if (stage > 0 and block == 0) else (1, 1)
+            projection = stage_channels * expansion != channels or strides != (1, 1)
+            layers.append(block_fn(stage_channels, strides, projection))
+            channels = stage_channels * expansion
     layers += [stax.Relu(), stax.GlobalAvgPool(), stax.Dense(out, W_std=1.0, b_std=B_STD)]
     return stax.serial(*layers)
+
+
+def wide_resnet(width: int, out: int = 10, *, blocks_per_group: int = 1, groups: int = 2) -> tuple:
+    """A small WideResNet: `groups` groups of `blocks_per_group` residual blocks."""
+    return _residual_net(width, out, (blocks_per_group,) * groups)
+
+
+RESNET_STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
 
 def resnet(width: int, out: int = 10, *, depth: int = 18) -> tuple:
-    """A ResNet-`depth` layout (18, 34, 50, 101 or 152) from residual stax blocks.
+    """ResNet-`depth` (18, 34, 50, 101 or 152) of He et al. (2016) from stax blocks.
 
-    Block counts per stage follow He et al. (2016); every block here is the
-    two-conv basic block, so depth 50+ has the stage layout of the bottleneck
-    ResNets at the cost of basic blocks. Used for the paper's Figure 1.
+    18 and 34 use two-conv basic blocks, 50 and deeper 1×1-3×3-1×1 bottleneck
+    blocks with 4× expansion; the stage widths are `width * 2**stage`. Used
+    for the paper's Figure 1 at reduced width and image size.
     """
-    stages = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
-    if depth not in stages:
-        raise ValueError(f"`depth` must be one of {sorted(stages)}; got {depth!r}.")
-    layers = [stax.Conv(width, (3, 3), padding="SAME", W_std=W_STD, b_std=B_STD)]
-    channels = width
-    for s, count in enumerate(stages[depth]):
-        new_channels = width * 2**s
-        for b in range(count):
-            strides = (2, 2) if (s > 0 and b == 0) else (1, 1)
-            layers.append(_wide_resnet_block(new_channels, strides, new_channels != channels or strides != (1, 1)))
-            channels = new_channels
-    layers += [stax.Relu(), stax.GlobalAvgPool(), stax.Dense(out, W_std=1.0, b_std=B_STD)]
-    return stax.serial(*layers)
+    if depth not in RESNET_STAGES:
+        raise ValueError(f"`depth` must be one of {sorted(RESNET_STAGES)}; got {depth!r}.")
+    return _residual_net(width, out, RESNET_STAGES[depth], bottleneck=depth >= 50)
 
 
 MODELS: dict[str, Callable[..., tuple]] = {

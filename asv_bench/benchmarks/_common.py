@@ -1,0 +1,219 @@
+"""Shared helpers of the asv suite: the grids, and the kernels under test, built and compiled lazily.
+
+Nothing here imports JAX at module level: asv imports the benchmark module in every
+(spawned) process, also for discovery and for the ``track_*`` benchmarks that only
+read numbers computed in ``setup_cache``, and ``import jax`` costs seconds on two cores.
+
+Only the API that every benchmarked commit has is used (``nt_pntk.empirical_pntk_fn``,
+``nt_pntk.models.get_model``), so ``asv run`` over a commit range can install older
+commits under today's benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+#: The kernels measured. ``entk``: the full eNTK, ``nt.empirical_ntk_fn(f, trace_axes=())``,
+#: an (N, N, O, O) array. ``trace``: NT's own approximation with NT's default
+#: ``trace_axes=(-1,)``, (1/O) Σ_o Θ_oo. ``pntk``: ``nt_pntk.empirical_pntk_fn(f)``,
+#: (1/O) Σ_{o,o'} Θ_oo'. All with ``vmap_axes=0``.
+KERNELS = ("entk", "trace", "pntk")
+#: ``nt.NtkImplementation``: 1 JACOBIAN_CONTRACTION, 2 NTK_VECTOR_PRODUCTS, 3 STRUCTURED_DERIVATIVES.
+IMPLEMENTATIONS = (1, 2, 3)
+#: Kernels measured with only some implementations (the others are asv-skipped: n/a):
+#: NT's trace approximation with NT's default implementation only, to keep the suite short.
+ONLY_IMPLEMENTATIONS = {"trace": (1,)}
+MODELS = ("fc", "cnn")
+
+#: Image shape of the inputs (the digits' 8×8×1); the FC model flattens them itself.
+IMAGE_SHAPE = (8, 8, 1)
+
+#: Per model: the base point (N, O, width) and the values of each swept axis. One axis
+#: varies while the other two stay at the base (no Cartesian product), so a model has
+#: 1 + 2 + 2 + 2 = 7 points.
+BASE = {
+    "fc": {"n": 16, "out": 10, "width": 128},
+    "cnn": {"n": 16, "out": 10, "width": 32},
+}
+# O starts at the base 10, not 1: at O = 1 every kernel here is the same and costs the fixed
+# overheads, which flatten a fit meant to show how the eNTK grows with O.
+SWEEPS = {
+    "fc": {"n": (16, 32, 64), "out": (10, 30, 100), "width": (32, 128, 512)},
+    "cnn": {"n": (16, 32, 64), "out": (10, 30, 100), "width": (16, 32, 64)},
+}
+#: ``NT_PNTK_BENCH_QUICK=1`` (CI): two points per model (base and N doubled).
+QUICK_SWEEPS = {
+    "fc": {"n": (16, 32), "out": (10,), "width": (128,)},
+    "cnn": {"n": (16, 32), "out": (10,), "width": (32,)},
+}
+
+AXES = ("n", "out", "width")
+_POINT_LABELS = {"n": "N", "out": "O", "width": "width"}
+_POINT_RE = re.compile(r"^N=(\d+),O=(\d+),width=(\d+)$")
+
+
+def quick() -> bool:
+    """Whether ``NT_PNTK_BENCH_QUICK`` is set (to anything but ``0``): the tiny CI grids."""
+    return os.environ.get("NT_PNTK_BENCH_QUICK", "") not in ("", "0")
+
+
+def format_point(n: int, out: int, width: int) -> str:
+    """The asv parameter value of a grid point, e.g. ``'N=16,O=10,width=128'``."""
+    return f"N={n},O={out},width={width}"
+
+
+def parse_point(point: str) -> dict[str, int]:
+    """``'N=16,O=10,width=128'`` -> ``{'n': 16, 'out': 10, 'width': 128}``."""
+    match = _POINT_RE.match(point.strip("'\""))
+    if match is None:
+        raise ValueError(f"not a grid point: {point!r}")
+    return dict(zip(AXES, map(int, match.groups()), strict=True))
+
+
+def points(model: str) -> list[str]:
+    """The grid points of `model`: the base, then each axis' other values, in order."""
+    base = BASE[model]
+    sweeps = (QUICK_SWEEPS if quick() else SWEEPS)[model]
+    result = [format_point(**base)]
+    for axis in AXES:
+        for value in sweeps[axis]:
+            label = format_point(**{**base, axis: value})
+            if label not in result:
+                result.append(label)
+    return result
+
+
+def kernels() -> tuple[str, ...]:
+    return ("entk", "pntk") if quick() else KERNELS
+
+
+def implementations() -> tuple[int, ...]:
+    return (1,) if quick() else IMPLEMENTATIONS
+
+
+def measured(kernel: str, implementation: int) -> bool:
+    """Whether the suite measures `kernel` with `implementation` (see `ONLY_IMPLEMENTATIONS`)."""
+    return implementation in ONLY_IMPLEMENTATIONS.get(kernel, IMPLEMENTATIONS)
+
+
+def skip_params(model: str) -> list[tuple]:
+    """asv's ``skip_params`` for the (kernel, implementation, point) grid of `model`."""
+    return [
+        (kernel, implementation, point)
+        for kernel in kernels()
+        for implementation in implementations()
+        for point in points(model)
+        if not measured(kernel, implementation)
+    ]
+
+
+def setup_jax(cache_dir: str | None = "jax-cache") -> None:
+    """Imports nt_pntk (its import hook makes neural_tangents importable) and points JAX's
+    persistent compilation cache at `cache_dir`.
+
+    asv runs a benchmark that has ``setup_cache`` in the directory where the cache
+    lives, so the relative default is shared by ``setup_cache`` (which compiles every
+    kernel once) and the benchmark processes (which then load the executables instead of
+    compiling them: seconds saved per process, and no compiler memory in ``peakmem_*``).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import jax
+
+    import nt_pntk  # noqa: F401
+
+    if cache_dir is not None and getattr(jax.config, "jax_compilation_cache_dir", None) is None:
+        jax.config.update("jax_compilation_cache_dir", os.path.abspath(cache_dir))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def kernel_fn(kernel: str, apply_fn: Any, implementation: int) -> Any:
+    """The un-jitted kernel function ``k(x1, x2, params)`` of `kernel` (see `KERNELS`)."""
+    import neural_tangents as nt
+
+    import nt_pntk
+
+    if kernel == "entk":
+        return nt.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0, implementation=implementation)
+    if kernel == "trace":
+        return nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), vmap_axes=0, implementation=implementation)
+    if kernel == "pntk":
+        return nt_pntk.empirical_pntk_fn(apply_fn, vmap_axes=0, implementation=implementation)
+    raise ValueError(f"unknown kernel {kernel!r}; expected one of {KERNELS}")
+
+
+def make_inputs(
+    model: str, n: int, out: int, width: int, *, seed: int = 0, image_shape=IMAGE_SHAPE, **options: Any
+) -> tuple:
+    """``(apply_fn, params, x)``: zoo `model` at init and `n` random inputs."""
+    import jax
+
+    from nt_pntk import models
+
+    m = models.get_model(model, width=width, out=out, **options)
+    k_params, k_x = jax.random.split(jax.random.PRNGKey(seed))
+    _, params = m.init_fn(k_params, (-1, *image_shape))
+    x = jax.random.normal(k_x, (n, *image_shape))
+    return m.apply_fn, params, x
+
+
+_compiled: dict[tuple, Compiled] = {}
+
+
+def warm_kernel(model: str, kernel: str, implementation: int, n: int, out: int, width: int) -> Compiled:
+    """`Compiled` kernel, built and called once (warm-up) on first use in this process.
+
+    asv_runner re-runs a benchmark's ``setup`` before every timed sample; memoizing here
+    keeps each sample a call of the same warm executable instead of a fresh one (whose
+    first calls are several times slower) and spares the re-tracing.
+    """
+    key = (model, kernel, int(implementation), n, out, width)
+    if key not in _compiled:
+        compiled = Compiled(model, kernel, implementation, n=n, out=out, width=width)
+        compiled()
+        _compiled[key] = compiled
+    return _compiled[key]
+
+
+class Compiled:
+    """A kernel of a zoo model on `n` inputs (x2 = x1), jitted and compiled ahead of time."""
+
+    def __init__(self, model: str, kernel: str, implementation: int, n: int, out: int, width: int, **options):
+        import jax
+
+        apply_fn, self.params, self.x = make_inputs(model, n, out, width, **options)
+        fn = kernel_fn(kernel, apply_fn, int(implementation))
+        self.compiled = jax.jit(lambda x, params: fn(x, None, params)).lower(self.x, self.params).compile()
+
+    def __call__(self) -> Any:
+        return self.compiled(self.x, self.params).block_until_ready()
+
+    def memory(self) -> dict[str, int]:
+        return memory_figures(self.compiled)
+
+
+def memory_figures(compiled: Any) -> dict[str, int]:
+    """XLA's ``compiled.memory_analysis()`` in bytes (deterministic for a given XLA):
+    ``temp`` (scratch buffers), ``argument``, ``output``, ``alias``, and ``total`` =
+    temp + argument + output − alias. Empty where the backend gives no analysis."""
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        return {}
+    names = {
+        "temp": "temp_size_in_bytes",
+        "argument": "argument_size_in_bytes",
+        "output": "output_size_in_bytes",
+        "alias": "alias_size_in_bytes",
+    }
+    figures = {key: int(getattr(analysis, attr, 0) or 0) for key, attr in names.items()}
+    figures["total"] = figures["temp"] + figures["argument"] + figures["output"] - figures["alias"]
+    return figures
+
+
+def trivial_compiled(x: Any) -> Any:
+    """A compiled ``x.sum()``: what the reference benchmarks run instead of a kernel."""
+    import jax
+
+    return jax.jit(lambda a: a.sum()).lower(x).compile()

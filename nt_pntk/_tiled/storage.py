@@ -1,0 +1,359 @@
+"""Where the kernel goes (memory, ``.npy``, ``.zarr``), the finished-tile record, and input fingerprints.
+
+The record of an output ``k.npy`` (or ``k.zarr``) is the sidecar directory
+``k.npy.tiles/``:
+
+* ``meta.json``: format version, shape, dtype, tile size, mode, and the
+  fingerprint of the inputs (digests of x1, x2, params, the keyword arguments,
+  and the kernel function's name and configuration);
+* ``done/{i}_{j}.json``: one marker per finished tile (row block i, column
+  block j), written (atomically: a temporary file, then ``os.replace``) only
+  after the tile's data, and its mirror image below the diagonal, are written
+  and flushed (``fdatasync`` for ``.npy``). It holds a BLAKE2b digest of the
+  tile's bytes, checked again before a resumed run trusts the tile.
+
+A tile whose marker is missing, unreadable, or whose bytes no longer match the
+digest is computed again; finished tiles are never recomputed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+FORMAT = "nt_pntk.kernel_matrix/1"
+SUFFIXES = (".npy", ".zarr")
+
+
+def digest(tile: np.ndarray) -> str:
+    """BLAKE2b (128 bits) of a tile's bytes in C order."""
+    return hashlib.blake2b(np.ascontiguousarray(tile).data, digest_size=16).hexdigest()
+
+
+def tree_digest(tree: Any) -> str:
+    """A digest of a PyTree's structure, shapes, dtypes and values (non-arrays by their repr)."""
+    h = hashlib.blake2b(digest_size=16)
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    h.update(str(treedef).encode())
+    for leaf in leaves:
+        if isinstance(leaf, (np.ndarray, jax.Array, np.generic)):
+            a = np.ascontiguousarray(np.asarray(leaf))
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.data if a.size else b"")
+        else:
+            h.update(repr(leaf).encode())
+    return h.hexdigest()
+
+
+def check_out_path(out: Any) -> Path | None:
+    if out is None:
+        return None
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"`out` must be None (in memory) or a path ending in .npy or .zarr; got {out!r}.")
+    path = Path(out)
+    if path.suffix not in SUFFIXES:
+        raise ValueError(
+            f"`out` must end in .npy (a NumPy memmap) or .zarr (a Zarr array); got {str(out)!r}. "
+            "Pass out=None to get the kernel in memory."
+        )
+    return path
+
+
+class Record:
+    """The sidecar directory of finished tiles (see the module docstring)."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.dir = Path(str(out) + ".tiles")
+        self.meta_path = self.dir / "meta.json"
+        self.done_dir = self.dir / "done"
+
+    def load_meta(self) -> dict | None:
+        try:
+            with open(self.meta_path) as f:
+                meta = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise ValueError(
+                f"The tile record {str(self.meta_path)!r} of `out`={str(self.out)!r} is unreadable ({e}); "
+                "nothing was overwritten. Delete the output and its .tiles directory to start over."
+            ) from e
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(
+                f"{str(self.meta_path)!r} is not a record of nt_pntk.kernel_matrix (format "
+                f"{FORMAT!r}); nothing was overwritten. Choose another `out`."
+            )
+        return meta
+
+    def write_meta(self, meta: dict) -> None:
+        self.done_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.meta_path, json.dumps(meta, indent=1, sort_keys=True))
+
+    def clear_done(self) -> None:
+        shutil.rmtree(self.done_dir, ignore_errors=True)
+        self.done_dir.mkdir(parents=True, exist_ok=True)
+
+    def done(self) -> dict[tuple[int, int], str]:
+        """Finished tiles and their digests; unreadable markers are left out (and removed)."""
+        result = {}
+        try:
+            names = os.listdir(self.done_dir)
+        except FileNotFoundError:
+            return result
+        for name in names:
+            path = self.done_dir / name
+            if not name.endswith(".json"):
+                continue
+            try:
+                with open(path) as f:
+                    marker = json.load(f)
+                key = (int(marker["i"]), int(marker["j"]))
+                if name != f"{key[0]}_{key[1]}.json":
+                    raise ValueError(name)
+                result[key] = str(marker["blake2b"])
+            except (OSError, ValueError, KeyError, TypeError):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        return result
+
+    def mark(self, i: int, j: int, tile_digest: str, rows: tuple[int, int], cols: tuple[int, int]) -> None:
+        marker = {"i": i, "j": j, "rows": list(rows), "cols": list(cols), "blake2b": tile_digest}
+        _atomic_write(self.done_dir / f"{i}_{j}.json", json.dumps(marker))
+
+    def forget(self, i: int, j: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.done_dir / f"{i}_{j}.json").unlink()
+
+    def count(self) -> int:
+        try:
+            return sum(1 for n in os.listdir(self.done_dir) if n.endswith(".json"))
+        except FileNotFoundError:
+            return 0
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def describe_mismatch(meta: dict, expected: dict) -> list[str]:
+    """What differs between a stored record and these inputs, in words."""
+    problems = []
+    if tuple(meta.get("shape", ())) != tuple(expected["shape"]) or meta.get("dtype") != expected["dtype"]:
+        problems.append(
+            f"it holds a {tuple(meta.get('shape', ()))} {meta.get('dtype')} kernel, these inputs give "
+            f"{tuple(expected['shape'])} {expected['dtype']}"
+        )
+    if meta.get("symmetric") != expected["symmetric"]:
+        problems.append(
+            "it was computed with x2=None (symmetric)"
+            if meta.get("symmetric")
+            else "it was computed with an x2"
+        )
+    stored = meta.get("fingerprint", {})
+    for key, value in expected["fingerprint"].items():
+        if stored.get(key) != value:
+            problems.append(f"{key} differs (stored {stored.get(key)!r}, now {value!r})")
+    return problems
+
+
+# Outputs ---------------------------------------------------------------------------------------
+
+
+class MemoryOutput:
+    """The kernel as a NumPy array in memory."""
+
+    path = None
+
+    def __init__(self, shape: tuple[int, int], dtype: np.dtype):
+        self.array = np.empty(shape, dtype)
+
+    def write(self, r0: int, c0: int, tile: np.ndarray, mirror: bool) -> None:
+        rows, cols = tile.shape
+        self.array[r0 : r0 + rows, c0 : c0 + cols] = tile
+        if mirror:
+            self.array[c0 : c0 + cols, r0 : r0 + rows] = tile.T
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def result(self) -> np.ndarray:
+        return self.array
+
+
+class NpyOutput:
+    """A ``.npy`` file written with ``pwrite`` (no mapping, so the process's RSS stays flat).
+
+    It is created with ``np.lib.format.open_memmap`` (a sparse file) and
+    returned opened as a read-only ``np.memmap``.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR)
+        with open(path, "rb") as f:
+            shape, fortran, dtype = _read_header(f)
+            self.offset = f.tell()
+        if fortran:
+            raise ValueError(f"{str(path)!r} is a Fortran-ordered array; kernel_matrix writes C order.")
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+
+    @staticmethod
+    def create(path: Path, shape: tuple[int, int], dtype: np.dtype) -> None:
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        del array
+
+    @staticmethod
+    def header(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
+        try:
+            with open(path, "rb") as f:
+                shape, _, dtype = _read_header(f)
+            return tuple(shape), np.dtype(dtype)
+        except (OSError, ValueError):
+            return None
+
+    def _row_offset(self, r: int, c: int) -> int:
+        return self.offset + (r * self.shape[1] + c) * self.dtype.itemsize
+
+    def _write_block(self, r0: int, c0: int, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, self.dtype)
+        if c0 == 0 and block.shape[1] == self.shape[1]:
+            _pwrite_all(self.fd, block.data.cast("B"), self._row_offset(r0, 0))
+            return
+        for r in range(block.shape[0]):
+            _pwrite_all(self.fd, block[r].data.cast("B"), self._row_offset(r0 + r, c0))
+
+    def write(self, r0: int, c0: int, tile: np.ndarray, mirror: bool) -> None:
+        self._write_block(r0, c0, tile)
+        if mirror:
+            self._write_block(c0, r0, tile.T)
+
+    def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        out = np.empty((r1 - r0, c1 - c0), self.dtype)
+        nbytes = (c1 - c0) * self.dtype.itemsize
+        for r in range(r0, r1):
+            data = os.pread(self.fd, nbytes, self._row_offset(r, c0))
+            if len(data) != nbytes:
+                raise OSError(f"short read at row {r}")
+            out[r - r0] = np.frombuffer(data, self.dtype)
+        return out
+
+    def flush(self) -> None:
+        (getattr(os, "fdatasync", None) or os.fsync)(self.fd)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def result(self) -> np.memmap:
+        return np.load(self.path, mmap_mode="r")
+
+
+def _read_header(f: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)
+    return np.lib.format.read_array_header_2_0(f)
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while len(data):
+        n = os.pwrite(fd, data, offset)
+        data, offset = data[n:], offset + n
+
+
+class ZarrOutput:
+    """A Zarr array with one chunk per tile, so each tile (and its mirror) is whole chunks."""
+
+    def __init__(self, path: Path):
+        import zarr
+
+        self.path = path
+        self.array = zarr.open_array(store=str(path), mode="r+")
+        self.shape, self.dtype = tuple(self.array.shape), np.dtype(self.array.dtype)
+
+    @staticmethod
+    def create(path: Path, shape: tuple[int, int], dtype: np.dtype, tile: int) -> None:
+        import zarr
+
+        fill = np.nan if np.issubdtype(dtype, np.floating) else 0
+        zarr.open_array(
+            store=str(path), mode="w-", shape=shape, chunks=(tile, tile), dtype=dtype, fill_value=fill
+        )
+
+    @staticmethod
+    def header(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
+        import zarr
+
+        try:
+            array = zarr.open_array(store=str(path), mode="r")
+            return tuple(array.shape), np.dtype(array.dtype)
+        except Exception:  # not a Zarr array at all
+            return None
+
+    def write(self, r0: int, c0: int, tile: np.ndarray, mirror: bool) -> None:
+        rows, cols = tile.shape
+        self.array[r0 : r0 + rows, c0 : c0 + cols] = tile
+        if mirror:
+            self.array[c0 : c0 + cols, r0 : r0 + rows] = np.ascontiguousarray(tile.T)
+
+    def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        return np.asarray(self.array[r0:r1, c0:c1])
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def result(self) -> Any:
+        import zarr
+
+        return zarr.open_array(store=str(self.path), mode="r")
+
+
+def output_class(path: Path) -> type:
+    return NpyOutput if path.suffix == ".npy" else ZarrOutput
+
+
+def create_output(path: Path, shape: tuple[int, int], dtype: np.dtype, tile: int) -> None:
+    """Creates the output under a temporary name, then renames it into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    remove(tmp)
+    if path.suffix == ".npy":
+        NpyOutput.create(tmp, shape, dtype)
+    else:
+        ZarrOutput.create(tmp, shape, dtype, tile)
+    os.replace(tmp, path)
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def wait_for(condition: Any, what: str, timeout: float = 3600.0, poll: float = 0.5) -> None:
+    """Polls `condition()` (multi-process runs share the output through the file system)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+        time.sleep(poll)

@@ -1,0 +1,482 @@
+"""Scaling exponents and commit comparisons from the results of the asv suite (asv_bench/).
+
+asv 0.6 saves one JSON file per commit and environment,
+``results/<machine>/<commit[:8]>-<env>.json``, and the benchmarks' descriptions in
+``results/benchmarks.json``. `load_results` turns them into one tidy `pandas.DataFrame`
+with a row per measured figure:
+
+* ``metric``: ``time`` (seconds; ``time_*``), ``peakmem`` (bytes over the reference
+  process, see below; ``peakmem_*``), or the name of a ``track_*`` benchmark without the
+  prefix (e.g. ``temp_bytes``, XLA's scratch memory);
+* ``suite``: the benchmark's class without its kind suffix, lower case (``FCTime`` ->
+  ``fc``, ``TiledPeakMem`` -> ``tiled``), or its ``model`` parameter;
+* ``kernel``, ``implementation``: the parameters of that name (``-`` where absent);
+* ``n``, ``out``, ``width``: the grid axes, from a ``point`` parameter
+  (``'N=16,O=10,width=128'``) or parameters of those names;
+* ``value``: the figure (NaN for a failed or skipped benchmark).
+
+Peak memory: asv's ``peakmem_*`` is the peak RSS of the whole process, JAX's baseline of
+some hundreds of MB included. Each is reduced by its reference: ``peakmem_reference``
+of the same class and parameters where the class has one, otherwise
+``PeakMemReference.peakmem_reference`` of the same ``model`` (suite).
+
+`fit_exponents` fits ``log value = a · log x + c`` along each axis x in (N, O, width) for
+every (metric, suite, kernel, implementation), over the points where the other two axes
+are held at one value (the sweep with the most distinct x), with R². `compare` gives the
+ratio contender / baseline of every figure measured in both commits, flagged above a
+threshold (for every metric here, larger is worse).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+AXES = ("n", "out", "width")
+AXIS_LABELS = {"n": "N", "out": "O", "width": "width"}
+KEY_COLUMNS = ("metric", "suite", "kernel", "implementation")
+_POINT_RE = re.compile(r"^N=(\d+),O=(\d+),width=(\d+)$")
+_KIND_SUFFIX_RE = re.compile(r"(Time|PeakMem|Xla|Track|Mem)$")
+REFERENCE_SUITE_BENCHMARK = "PeakMemReference.peakmem_reference"
+
+
+# --- Reading asv's results ---------------------------------------------------------
+
+
+def find_result_files(results_dir: Path, machine: str | None = None) -> list[Path]:
+    """The result files under `results_dir` (all machines, or `machine`'s)."""
+    results_dir = Path(results_dir)
+    machines = [results_dir / machine] if machine else sorted(p for p in results_dir.iterdir() if p.is_dir())
+    files = []
+    for directory in machines:
+        files += sorted(p for p in directory.glob("*.json") if p.name != "machine.json")
+    return files
+
+
+def _unquote(value: Any) -> Any:
+    """asv stores parameter values as their repr: ``"'entk'"`` -> ``'entk'``, ``"16"`` -> 16."""
+    if not isinstance(value, str):
+        return value
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+
+
+def _metric(function_name: str, benchmark_type: str | None) -> str:
+    if function_name.startswith("time_") or benchmark_type == "time":
+        return "time"
+    if function_name.startswith("peakmem_") or benchmark_type == "peakmemory":
+        return "peakmem"
+    if function_name.startswith("track_"):
+        return function_name[len("track_") :]
+    return function_name
+
+
+def _suite(class_name: str | None) -> str:
+    if not class_name:
+        return "-"
+    return _KIND_SUFFIX_RE.sub("", class_name).lower() or class_name.lower()
+
+
+def load_results(
+    results_dir: Path | str, *, machine: str | None = None, commits: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """All figures of asv's result files under `results_dir`, one row each (see the module doc).
+
+    Args:
+      results_dir: asv's ``results_dir`` (``asv_bench/results``).
+      machine: only this machine's results.
+      commits: only commits whose hash starts with one of these.
+
+    Returns:
+      Columns ``commit, date, machine, env, benchmark, class, function, metric, suite,
+      kernel, implementation, n, out, width, params, value, unit``; ``peakmem`` still
+      raw (see `subtract_references`).
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise FileNotFoundError(f"no asv results directory {results_dir}")
+    descriptions: dict[str, dict] = {}
+    if (results_dir / "benchmarks.json").is_file():
+        descriptions = json.loads((results_dir / "benchmarks.json").read_text())
+    rows = []
+    for path in find_result_files(results_dir, machine):
+        data = json.loads(path.read_text())
+        if "results" not in data or "commit_hash" not in data:
+            continue
+        commit = data["commit_hash"]
+        if commits and not any(commit.startswith(c) for c in commits):
+            continue
+        columns = data.get("result_columns", ["result", "params"])
+        for name, entry in data["results"].items():
+            rows += _benchmark_rows(name, entry, columns, descriptions.get(name, {}), data, path)
+    frame = pd.DataFrame(rows, columns=_COLUMNS)
+    for axis in AXES:
+        frame[axis] = pd.to_numeric(frame[axis], errors="coerce")
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
+    return frame
+
+
+_COLUMNS = [
+    "commit",
+    "date",
+    "machine",
+    "env",
+    "benchmark",
+    "class",
+    "function",
+    "metric",
+    "suite",
+    "kernel",
+    "implementation",
+    *AXES,
+    "params",
+    "value",
+    "unit",
+]
+
+
+def _benchmark_rows(
+    name: str, entry: Any, columns: list[str], description: dict, data: dict, path: Path
+) -> list[dict]:
+    if isinstance(entry, dict):  # asv < 0.5 wrote dicts; keep the fields we use.
+        entry = [entry.get("result"), entry.get("params", [])]
+    record = dict(zip(columns, entry, strict=False))
+    values = record.get("result")
+    params = record.get("params") or []
+    if values is None:
+        return []
+    if not isinstance(values, list):
+        values = [values]
+    parts = name.split(".")
+    function = parts[-1]
+    class_name = parts[-2] if len(parts) >= 3 else None
+    param_names = description.get("param_names") or []
+    if len(param_names) != len(params):  # benchmarks.json describes another version of it
+        param_names = [f"param{i + 1}" for i in range(len(params))]
+    combos = list(itertools.product(*params)) if params else [()]
+    if len(combos) != len(values):
+        raise ValueError(f"{path}: {name} has {len(values)} results for {len(combos)} parameter sets")
+    metric = _metric(function, description.get("type"))
+    unit = description.get("unit") or {"time": "seconds", "peakmem": "bytes"}.get(metric, "")
+    rows = []
+    for combo, value in zip(combos, values, strict=True):
+        named = {p: _unquote(v) for p, v in zip(param_names, combo, strict=True)}
+        axes = dict.fromkeys(AXES, np.nan)
+        for p, v in named.items():
+            match = _POINT_RE.match(str(v))
+            if match:
+                axes.update(zip(AXES, map(int, match.groups()), strict=True))
+            elif p in AXES:
+                axes[p] = v
+        rows.append(
+            {
+                "commit": data["commit_hash"],
+                "date": data.get("date"),
+                "machine": data.get("params", {}).get("machine", path.parent.name),
+                "env": data.get("env_name", ""),
+                "benchmark": name,
+                "class": class_name or "-",
+                "function": function,
+                "metric": metric,
+                "suite": str(named.get("model", _suite(class_name))),
+                "kernel": str(named.get("kernel", "-")),
+                "implementation": str(named.get("implementation", "-")),
+                **axes,
+                "params": json.dumps(named, sort_keys=True),
+                "value": np.nan if value is None else value,
+                "unit": unit,
+            }
+        )
+    return rows
+
+
+def latest_per_commit(frame: pd.DataFrame) -> pd.DataFrame:
+    """Where a commit has results from several runs or environments: the newest of each figure."""
+    if frame.empty:
+        return frame
+    frame = frame.sort_values("date", kind="stable")
+    return frame.drop_duplicates(["commit", "machine", "benchmark", "params"], keep="last").reset_index(
+        drop=True
+    )
+
+
+def subtract_references(frame: pd.DataFrame) -> pd.DataFrame:
+    """``peakmem`` figures minus their reference process (see the module doc); the reference
+    rows themselves are dropped. A figure without a reference is dropped too, with its
+    reference-less peak being meaningless next to the others."""
+    is_peak = frame["metric"] == "peakmem"
+    is_reference = is_peak & (frame["function"] == "peakmem_reference")
+    peaks = frame[is_peak & ~is_reference].copy()
+    references = frame[is_reference]
+    same_class = references[["commit", "machine", "class", "params", "value"]].rename(
+        columns={"value": "same_class"}
+    )
+    suite_refs = references[references["benchmark"].str.endswith(REFERENCE_SUITE_BENCHMARK)]
+    by_suite = suite_refs[["commit", "machine", "suite", "value"]].rename(columns={"value": "by_suite"})
+    peaks = peaks.merge(same_class, on=["commit", "machine", "class", "params"], how="left")
+    peaks = peaks.merge(by_suite, on=["commit", "machine", "suite"], how="left")
+    peaks["reference"] = peaks["same_class"].fillna(peaks["by_suite"])
+    peaks = peaks.drop(columns=["same_class", "by_suite"])
+    peaks["value"] = peaks["value"] - peaks["reference"]
+    peaks = peaks[peaks["reference"].notna()]
+    rest = frame[~is_peak].assign(reference=np.nan)
+    return pd.concat([rest, peaks], ignore_index=True)
+
+
+def prepare(frame: pd.DataFrame) -> pd.DataFrame:
+    """`latest_per_commit` then `subtract_references`: the figures the report works on."""
+    return subtract_references(latest_per_commit(frame))
+
+
+def resolve_commit(frame: pd.DataFrame, prefix: str | None) -> str:
+    """The full hash of the commit starting with `prefix`, or the newest commit for ``None``."""
+    if frame.empty:
+        raise ValueError("no asv results")
+    commits = frame.groupby("commit")["date"].max().sort_values()
+    if prefix is None:
+        return str(commits.index[-1])
+    matches = [c for c in commits.index if c.startswith(prefix)]
+    if len(matches) != 1:
+        found = ", ".join(c[:8] for c in commits.index)
+        how_many = "no" if not matches else "several"
+        raise ValueError(f"{how_many} commits match {prefix!r}; the results have: {found}")
+    return matches[0]
+
+
+# --- Fits ---------------------------------------------------------------------------
+
+
+def fit_power_law(x: Iterable[float], y: Iterable[float]) -> tuple[float, float, float]:
+    """Least squares of ``log y = exponent · log x + log c``: ``(exponent, c, r2)``.
+
+    R² is NaN with fewer than three points (two points fit exactly).
+    """
+    x = np.asarray(list(x), dtype=float)
+    y = np.asarray(list(y), dtype=float)
+    if len(x) < 2 or len(np.unique(x)) < 2:
+        raise ValueError("a fit needs at least two distinct x")
+    lx, ly = np.log(x), np.log(y)
+    slope, intercept = np.polyfit(lx, ly, 1)
+    r2 = math.nan
+    if len(x) >= 3:
+        residual = ly - (slope * lx + intercept)
+        total = np.sum((ly - ly.mean()) ** 2)
+        # A flat sweep (exponent 0 up to rounding) is fitted perfectly by definition.
+        r2 = 1.0 - float(np.sum(residual**2) / total) if np.ptp(ly) > 1e-9 else 1.0
+    return float(slope), float(math.exp(intercept)), r2
+
+
+def sweep(group: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """The rows of `group` along which only `axis` varies: among the sets of rows that share
+    the other axes' values, the one with the most distinct values of `axis`; sorted."""
+    others = [a for a in AXES if a != axis and group[a].notna().any()]
+    rows = group[group[axis].notna()]
+    if rows.empty:
+        return rows
+    if not others:
+        return rows.sort_values(axis)
+    best = None
+    for _, candidate in rows.groupby(others, dropna=False):
+        if best is None or candidate[axis].nunique() > best[axis].nunique():
+            best = candidate
+    return best.sort_values(axis)
+
+
+def fit_exponents(frame: pd.DataFrame, *, commit: str | None = None, min_points: int = 3) -> pd.DataFrame:
+    """Fitted exponents of every (metric, suite, kernel, implementation) along N, O and width.
+
+    Args:
+      frame: `prepare`'s output.
+      commit: the commit to fit (default: the newest).
+      min_points: fit only sweeps with at least this many usable points (2 fits any line
+        exactly; a peak memory at or below its reference's is not usable).
+
+    Returns:
+      One row per fit: ``metric, suite, kernel, implementation, axis, exponent, r2,
+      points, x_min, x_max, held`` (the other axes' values); figures that are NaN or
+      not positive are left out of the fit.
+    """
+    commit = resolve_commit(frame, commit)
+    data = frame[(frame["commit"] == commit) & frame["value"].notna() & (frame["value"] > 0)]
+    rows = []
+    for key, group in data.groupby(list(KEY_COLUMNS), sort=True):
+        for axis in AXES:
+            raw = sweep(group, axis)
+            if raw.empty or raw[axis].nunique() < max(2, min_points):
+                continue
+            points = raw.groupby(axis, as_index=False)["value"].median()
+            exponent, _, r2 = fit_power_law(points[axis], points["value"])
+            held = {AXIS_LABELS[a]: int(raw[a].iloc[0]) for a in AXES if a != axis and raw[a].notna().any()}
+            rows.append(
+                {
+                    **dict(zip(KEY_COLUMNS, key, strict=True)),
+                    "axis": AXIS_LABELS[axis],
+                    "exponent": exponent,
+                    "r2": r2,
+                    "points": len(points),
+                    "x_min": points[axis].min(),
+                    "x_max": points[axis].max(),
+                    "held": held,
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=[*KEY_COLUMNS, "axis", "exponent", "r2", "points", "x_min", "x_max", "held"]
+    )
+
+
+def exponent_table(fits: pd.DataFrame) -> pd.DataFrame:
+    """`fit_exponents` as one row per (metric, suite, kernel, implementation) and one
+    ``exponent (R²)`` column per axis."""
+    if fits.empty:
+        return pd.DataFrame()
+    cells = fits.assign(
+        cell=[
+            f"{e:+.2f}" + ("" if math.isnan(r) else f" ({r:.2f})")
+            for e, r in zip(fits["exponent"], fits["r2"], strict=True)
+        ]
+    )
+    table = cells.pivot_table(index=list(KEY_COLUMNS), columns="axis", values="cell", aggfunc="first")
+    ordered = [AXIS_LABELS[a] for a in AXES if AXIS_LABELS[a] in table.columns]
+    return table[ordered].fillna("")
+
+
+# --- Comparison ---------------------------------------------------------------------
+
+
+def compare(frame: pd.DataFrame, baseline: str, contender: str, *, threshold: float = 1.2) -> pd.DataFrame:
+    """Every figure measured in both commits: ``ratio = contender / baseline``, ``worse`` when
+    the ratio exceeds `threshold` and ``better`` when it is below 1/`threshold`.
+
+    Args:
+      frame: `prepare`'s output.
+      baseline, contender: commit hashes or unique prefixes.
+      threshold: the factor (> 1) beyond which a change is flagged.
+
+    Returns:
+      Columns ``metric, suite, kernel, implementation, n, out, width, benchmark, params,
+      baseline, contender, ratio, flag`` (flag ``worse``, ``better`` or empty), the
+      worst ratios first.
+    """
+    if not threshold > 1:
+        raise ValueError(f"`threshold` must be > 1; got {threshold!r}")
+    a, b = resolve_commit(frame, baseline), resolve_commit(frame, contender)
+    keys = ["benchmark", "params"]
+    left = frame[frame["commit"] == a]
+    right = frame[frame["commit"] == b][[*keys, "value"]]
+    merged = left.merge(right, on=keys, suffixes=("_baseline", "_contender"))
+    merged = merged.rename(columns={"value_baseline": "baseline", "value_contender": "contender"})
+    valid = merged["baseline"].notna() & merged["contender"].notna() & (merged["baseline"] > 0)
+    merged = merged[valid].copy()
+    merged["ratio"] = merged["contender"] / merged["baseline"]
+    merged["flag"] = np.where(
+        merged["ratio"] > threshold, "worse", np.where(merged["ratio"] < 1 / threshold, "better", "")
+    )
+    columns = [*KEY_COLUMNS, *AXES, "benchmark", "params", "baseline", "contender", "ratio", "flag"]
+    return merged.sort_values("ratio", ascending=False, kind="stable")[columns].reset_index(drop=True)
+
+
+def compare_exponents(
+    frame: pd.DataFrame, baseline: str, contender: str, *, min_points: int = 3
+) -> pd.DataFrame:
+    """The fitted exponents of both commits side by side, with their difference."""
+    fa = fit_exponents(frame, commit=baseline, min_points=min_points)
+    fb = fit_exponents(frame, commit=contender, min_points=min_points)
+    keys = [*KEY_COLUMNS, "axis"]
+    merged = fa[[*keys, "exponent"]].merge(
+        fb[[*keys, "exponent"]], on=keys, suffixes=("_baseline", "_contender")
+    )
+    merged["change"] = merged["exponent_contender"] - merged["exponent_baseline"]
+    return merged
+
+
+# --- Presentation -------------------------------------------------------------------
+
+
+def format_value(value: float, unit: str) -> str:
+    """``0.0123, 'seconds'`` -> ``'12.3ms'``; ``3.2e6, 'bytes'`` -> ``'3.05MiB'``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if unit == "seconds":
+        for factor, suffix in ((1, "s"), (1e-3, "ms"), (1e-6, "µs")):
+            if abs(value) >= factor:
+                return f"{value / factor:.3g}{suffix}"
+        return f"{value / 1e-9:.3g}ns"
+    if unit == "bytes":
+        for factor, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+            if abs(value) >= factor:
+                return f"{value / factor:.3g}{suffix}"
+        return f"{value:.0f}B"
+    return f"{value:.4g}"
+
+
+def describe_point(row: Any) -> str:
+    parts = [f"{AXIS_LABELS[a]}={int(getattr(row, a))}" for a in AXES if not pd.isna(getattr(row, a))]
+    return ",".join(parts) or "-"
+
+
+def plot_scaling(
+    frame: pd.DataFrame, directory: Path | str, *, commit: str | None = None, min_points: int = 3
+) -> list[Path]:
+    """Log-log plots, one file per (metric, suite): a panel per axis, a line per kernel and
+    implementation, with each fitted exponent in the legend. Returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    commit = resolve_commit(frame, commit)
+    data = frame[(frame["commit"] == commit) & frame["value"].notna() & (frame["value"] > 0)]
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for (metric, suite), group in data.groupby(["metric", "suite"], sort=True):
+        axes = [a for a in AXES if group[a].notna().any() and group[a].nunique() > 1]
+        if not axes:
+            continue
+        unit = group["unit"].iloc[0]
+        lines: dict[str, list] = {}
+        for axis in axes:
+            for (kernel, implementation), series in group.groupby(["kernel", "implementation"], sort=True):
+                points = sweep(series, axis)
+                if points.empty or points[axis].nunique() < max(2, min_points):
+                    continue
+                points = points.groupby(axis, as_index=False)["value"].median()
+                exponent, _, _ = fit_power_law(points[axis], points["value"])
+                label = kernel if implementation == "-" else f"{kernel} impl {implementation}"
+                lines.setdefault(axis, []).append((points, f"{label}: {exponent:+.2f}"))
+        if not lines:
+            continue
+        fig, panels = plt.subplots(1, len(lines), figsize=(4.5 * len(lines), 4), squeeze=False)
+        for panel, (axis, series_list) in zip(panels[0], lines.items(), strict=True):
+            ticks = set()
+            for points, label in series_list:
+                panel.loglog(points[axis], points["value"], "o-", label=label)
+                ticks.update(points[axis])
+            panel.set_xticks(sorted(ticks), [f"{t:g}" for t in sorted(ticks)])
+            panel.minorticks_off()
+            panel.set_xlabel(AXIS_LABELS[axis])
+            panel.set_ylabel(f"{metric} ({unit})" if unit else metric)
+            panel.grid(True, which="both", alpha=0.3)
+            panel.legend(fontsize=7)
+        fig.suptitle(f"{suite}: {metric} vs N, O, width (commit {commit[:8]}; legend: fitted exponent)")
+        fig.tight_layout()
+        path = directory / f"{metric}_{suite}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,36 @@
+"""Strict JAX settings for the whole suite, and the `float64` fixture.
+
+Warnings are errors (``filterwarnings = ["error"]`` in pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+import nt_pntk  # noqa: F401  (first of all: makes neural_tangents importable for every test module)
+
+# The shared test helpers (`reference.py`) are importable from every test module
+# whatever pytest's import mode (tests/ is not a package).
+sys.path.insert(0, str(Path(__file__).parent))
+
+# As in equinox's test suite: implicit broadcasting of arrays of different rank
+# is a bug, not a convenience.
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture
+def float64():
+    """Enables `jax_enable_x64` for one test and restores the previous value afterwards.
+
+    Build the parameters and inputs inside the test, after the switch.
+    """
+    previous = jax.config.read("jax_enable_x64")
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", previous)

@@ -1,0 +1,351 @@
+"""`nt_pntk.bench_report` and `nt-pntk bench-report` on synthetic asv 0.6 results with known exponents."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nt_pntk import bench_report as br
+from nt_pntk import cli
+
+COMMIT_A = "a" * 8 + "1" * 32
+COMMIT_B = "b" * 8 + "2" * 32
+RESULT_COLUMNS = [
+    "result",
+    "params",
+    "version",
+    "started_at",
+    "duration",
+    "stats_ci_99_a",
+    "stats_ci_99_b",
+    "stats_q_25",
+    "stats_q_75",
+    "stats_number",
+    "stats_repeat",
+    "samples",
+    "profile",
+]
+BASE = {"n": 16, "out": 10, "width": 128}
+SWEEPS = {"n": (8, 16, 32, 64), "out": (1, 10, 100), "width": (32, 128, 512)}
+# Known exponents (N, O, width) of the synthetic figures.
+TIME_EXPONENTS = {"entk": (2.0, 1.5, 1.0), "pntk": (2.0, 0.0, 1.0)}
+TEMP_EXPONENTS = {"entk": (1.0, 2.0, 1.0), "pntk": (1.0, 0.0, 1.0)}
+PEAK_EXPONENTS = {"entk": (1.0, 1.0, 0.5), "pntk": (1.0, 0.0, 0.5)}
+REFERENCE_BYTES = 300 * 2**20
+TILED_NS = (512, 1024, 2048)
+
+
+def _points() -> list[dict[str, int]]:
+    points = [dict(BASE)]
+    for axis, values in SWEEPS.items():
+        for value in values:
+            point = {**BASE, axis: value}
+            if point not in points:
+                points.append(point)
+    return points
+
+
+def _label(point: dict[str, int]) -> str:
+    return f"N={point['n']},O={point['out']},width={point['width']}"
+
+
+def _power(point: dict[str, int], exponents: tuple[float, float, float], scale: float) -> float:
+    return scale * point["n"] ** exponents[0] * point["out"] ** exponents[1] * point["width"] ** exponents[2]
+
+
+def _quoted(values) -> list[str]:
+    return [repr(v) if isinstance(v, str) else str(v) for v in values]
+
+
+def write_results(
+    results_dir: Path,
+    commit: str,
+    date: int,
+    figures: dict,
+    *,
+    machine: str = "testbox",
+    env: str = "existing",
+) -> Path:
+    """Writes `figures` {benchmark: (type, unit, param_names, params, values)} as asv 0.6 does:
+    results/benchmarks.json and results/<machine>/<commit[:8]>-<env>.json."""
+    descriptions = {"version": 2}
+    results = {}
+    for name, (kind, unit, param_names, params, values) in figures.items():
+        quoted = [_quoted(p) for p in params]
+        descriptions[name] = {
+            "name": name,
+            "type": kind,
+            "unit": unit,
+            "param_names": param_names,
+            "params": quoted,
+            "version": "0" * 64,
+        }
+        n = len(values)
+        results[name] = [values, quoted, "0" * 64, date, 1.0, *[[None] * n] * 6]
+    (results_dir / machine).mkdir(parents=True, exist_ok=True)
+    (results_dir / "benchmarks.json").write_text(json.dumps(descriptions))
+    (results_dir / machine / "machine.json").write_text(json.dumps({"machine": machine, "version": 1}))
+    data = {
+        "commit_hash": commit,
+        "env_name": env,
+        "date": date,
+        "params": {"machine": machine, "python": "3.11"},
+        "python": "3.11",
+        "requirements": {},
+        "env_vars": {},
+        "result_columns": RESULT_COLUMNS,
+        "results": results,
+        "durations": {},
+        "version": 2,
+    }
+    path = results_dir / machine / f"{commit[:8]}-{env}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def synthetic_figures(*, entk_time_factor: float = 1.0, pntk_time_factor: float = 1.0) -> dict:
+    """The FC suite (kernels entk/pntk, implementations 1 and 3, 8 grid points) and the tiled suite."""
+    points = _points()
+    kernels, implementations = ["entk", "pntk"], [1, 3]
+    combos = list(itertools.product(kernels, implementations, points))
+    factor = {"entk": entk_time_factor, "pntk": pntk_time_factor}
+    time = [_power(p, TIME_EXPONENTS[k], 1e-6 * i * factor[k]) for k, i, p in combos]
+    temp = [_power(p, TEMP_EXPONENTS[k], 64.0 * i) for k, i, p in combos]
+    peak_combos = list(itertools.product(kernels, [1], points))
+    peak = [REFERENCE_BYTES + _power(p, PEAK_EXPONENTS[k], 2**16) for k, _, p in peak_combos]
+    names = ["kernel", "implementation", "point"]
+    labels = [_label(p) for p in points]
+    tiled_time = [3e-7 * n**2 for n in TILED_NS]
+    tiled_reference = [400e6 + 10 * n for n in TILED_NS]
+    tiled_peak = [r + 4.0 * n**2 for r, n in zip(tiled_reference, TILED_NS, strict=True)]
+    return {
+        "kernels.FCTime.time_kernel": ("time", "seconds", names, [kernels, implementations, labels], time),
+        "kernels.FCXla.track_temp_bytes": ("track", "bytes", names, [kernels, implementations, labels], temp),
+        "kernels.FCPeakMem.peakmem_kernel": ("peakmemory", "bytes", names, [kernels, [1], labels], peak),
+        "kernels.PeakMemReference.peakmem_reference": (
+            "peakmemory",
+            "bytes",
+            ["model"],
+            [["fc", "cnn"]],
+            [REFERENCE_BYTES, REFERENCE_BYTES + 2**20],
+        ),
+        "tiled.TiledTime.time_kernel_matrix": ("time", "seconds", ["n"], [list(TILED_NS)], tiled_time),
+        "tiled.TiledPeakMem.peakmem_kernel_matrix": (
+            "peakmemory",
+            "bytes",
+            ["n"],
+            [list(TILED_NS)],
+            tiled_peak,
+        ),
+        "tiled.TiledPeakMem.peakmem_reference": (
+            "peakmemory",
+            "bytes",
+            ["n"],
+            [list(TILED_NS)],
+            tiled_reference,
+        ),
+    }
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "results"
+    write_results(directory, COMMIT_A, 1_000, synthetic_figures())
+    write_results(directory, COMMIT_B, 2_000, synthetic_figures(entk_time_factor=1.5, pntk_time_factor=0.7))
+    return directory
+
+
+def _exponent(fits, metric, suite, kernel, implementation, axis) -> tuple[float, float]:
+    row = fits[
+        (fits["metric"] == metric)
+        & (fits["suite"] == suite)
+        & (fits["kernel"] == kernel)
+        & (fits["implementation"] == implementation)
+        & (fits["axis"] == axis)
+    ]
+    assert len(row) == 1, row
+    return float(row["exponent"].iloc[0]), float(row["r2"].iloc[0])
+
+
+def test_load_results_reads_asv_format(results_dir):
+    frame = br.load_results(results_dir)
+    assert set(frame["commit"]) == {COMMIT_A, COMMIT_B}
+    time = frame[(frame["commit"] == COMMIT_A) & (frame["benchmark"] == "kernels.FCTime.time_kernel")]
+    assert len(time) == 2 * 2 * len(_points())
+    assert set(time["metric"]) == {"time"} and set(time["suite"]) == {"fc"}
+    assert set(time["kernel"]) == {"entk", "pntk"} and set(time["implementation"]) == {"1", "3"}
+    row = time[(time["kernel"] == "entk") & (time["implementation"] == "3") & (time["out"] == 100)]
+    assert (row["n"].item(), row["width"].item()) == (16, 128)
+    assert row["value"].item() == pytest.approx(_power({**BASE, "out": 100}, TIME_EXPONENTS["entk"], 3e-6))
+    temp = frame[frame["benchmark"] == "kernels.FCXla.track_temp_bytes"]
+    assert set(temp["metric"]) == {"temp_bytes"} and set(temp["unit"]) == {"bytes"}
+    tiled = frame[frame["benchmark"] == "tiled.TiledTime.time_kernel_matrix"]
+    assert set(tiled["suite"]) == {"tiled"} and sorted(tiled["n"].unique()) == list(TILED_NS)
+
+
+def test_failed_and_skipped_figures_are_nan_and_not_fitted(tmp_path):
+    figures = synthetic_figures()
+    kind, unit, names, params, values = figures["kernels.FCTime.time_kernel"]
+    values = list(values)
+    labels = params[2]  # entk, implementation 1 come first
+    values[labels.index(_label({**BASE, "n": 64}))] = None  # failed
+    values[labels.index(_label({**BASE, "width": 512}))] = math.nan  # skipped
+    figures = {"kernels.FCTime.time_kernel": (kind, unit, names, params, values)}
+    write_results(tmp_path, COMMIT_A, 1, figures)
+    frame = br.prepare(br.load_results(tmp_path))
+    assert frame["value"].isna().sum() == 2
+    fits = br.fit_exponents(frame)
+    assert _exponent(fits, "time", "fc", "entk", "1", "N")[0] == pytest.approx(2.0)
+    assert (
+        fits[(fits["kernel"] == "entk") & (fits["implementation"] == "1") & (fits["axis"] == "N")][
+            "points"
+        ].item()
+        == 3
+    )
+    assert _exponent(fits, "time", "fc", "entk", "1", "O")[0] == pytest.approx(1.5)
+    assert fits[(fits["kernel"] == "entk") & (fits["implementation"] == "1")]["axis"].tolist() == ["N", "O"]
+
+
+def test_fitted_exponents_match_the_known_ones(results_dir):
+    frame = br.prepare(br.load_results(results_dir))
+    fits = br.fit_exponents(frame, commit=COMMIT_A[:6])
+    for kernel, implementation in itertools.product(["entk", "pntk"], ["1", "3"]):
+        for metric, exponents in (("time", TIME_EXPONENTS), ("temp_bytes", TEMP_EXPONENTS)):
+            for axis, expected in zip(("N", "O", "width"), exponents[kernel], strict=True):
+                exponent, r2 = _exponent(fits, metric, "fc", kernel, implementation, axis)
+                assert exponent == pytest.approx(expected, abs=1e-9)
+                assert r2 == pytest.approx(1.0)
+    # The reference process is subtracted before the fit: the exponents are the kernel's own.
+    for kernel in ("entk", "pntk"):
+        for axis, expected in zip(("N", "O", "width"), PEAK_EXPONENTS[kernel], strict=True):
+            assert _exponent(fits, "peakmem", "fc", kernel, "1", axis)[0] == pytest.approx(expected, abs=1e-9)
+    # The tiled suite: its own same-class reference; N only.
+    assert _exponent(fits, "time", "tiled", "-", "-", "N")[0] == pytest.approx(2.0)
+    assert _exponent(fits, "peakmem", "tiled", "-", "-", "N")[0] == pytest.approx(2.0)
+    assert set(fits[fits["suite"] == "tiled"]["axis"]) == {"N"}
+    n_fit = fits[(fits["axis"] == "N") & (fits["suite"] == "fc")]
+    assert set(n_fit["points"]) == {4} and n_fit["held"].iloc[0] == {"O": 10, "width": 128}
+
+
+def test_peakmem_references_are_subtracted_and_dropped(results_dir):
+    frame = br.prepare(br.load_results(results_dir))
+    peaks = frame[(frame["metric"] == "peakmem") & (frame["commit"] == COMMIT_A)]
+    assert not peaks["function"].eq("peakmem_reference").any()
+    fc = peaks[(peaks["suite"] == "fc") & (peaks["kernel"] == "pntk")]
+    fc = fc[(fc["n"] == 16) & (fc["out"] == 10) & (fc["width"] == 128)]
+    assert fc["value"].item() == pytest.approx(_power(BASE, PEAK_EXPONENTS["pntk"], 2**16))
+    assert fc["reference"].item() == REFERENCE_BYTES
+    tiled = peaks[peaks["suite"] == "tiled"].sort_values("n")
+    np.testing.assert_allclose(tiled["value"], [4.0 * n**2 for n in TILED_NS])
+
+
+def test_noisy_figures_give_r2_below_one():
+    x = [1, 2, 4, 8, 16]
+    noise = [1.0, 1.3, 0.8, 1.2, 0.9]
+    exponent, scale, r2 = br.fit_power_law(x, [3.0 * v**1.5 * e for v, e in zip(x, noise, strict=True)])
+    assert 1.3 < exponent < 1.7 and 0.9 < r2 < 1.0
+    exponent, scale, r2 = br.fit_power_law([2, 8], [5.0 * 2**2, 5.0 * 8**2])
+    assert exponent == pytest.approx(2.0) and scale == pytest.approx(5.0) and math.isnan(r2)
+    with pytest.raises(ValueError, match="two distinct"):
+        br.fit_power_law([4, 4], [1.0, 2.0])
+
+
+def test_compare_flags_figures_beyond_the_threshold(results_dir):
+    frame = br.prepare(br.load_results(results_dir))
+    table = br.compare(frame, COMMIT_A[:8], COMMIT_B[:8], threshold=1.2)
+    time = table[table["metric"] == "time"]
+    entk = time[time["kernel"] == "entk"]
+    pntk = time[time["kernel"] == "pntk"]
+    np.testing.assert_allclose(entk["ratio"], 1.5)
+    np.testing.assert_allclose(pntk["ratio"], 0.7)
+    assert set(entk["flag"]) == {"worse"} and set(pntk["flag"]) == {"better"}
+    unchanged = table[table["metric"] != "time"]
+    np.testing.assert_allclose(unchanged["ratio"], 1.0)
+    assert set(unchanged["flag"]) == {""}
+    assert table["ratio"].iloc[0] == pytest.approx(1.5)  # worst first
+    # A higher threshold flags nothing worse; the exponents did not move.
+    assert not br.compare(frame, COMMIT_A, COMMIT_B, threshold=1.6)["flag"].eq("worse").any()
+    moved = br.compare_exponents(frame, COMMIT_A, COMMIT_B)
+    np.testing.assert_allclose(moved["change"], 0.0, atol=1e-9)
+    with pytest.raises(ValueError, match="threshold"):
+        br.compare(frame, COMMIT_A, COMMIT_B, threshold=1.0)
+
+
+def test_resolve_commit(results_dir):
+    frame = br.load_results(results_dir)
+    assert br.resolve_commit(frame, None) == COMMIT_B  # newest
+    assert br.resolve_commit(frame, "aaaa") == COMMIT_A
+    with pytest.raises(ValueError, match="no commits match"):
+        br.resolve_commit(frame, "ccc")
+
+
+def test_newest_result_of_a_commit_wins(tmp_path):
+    write_results(tmp_path, COMMIT_A, 1, synthetic_figures(), env="old")
+    write_results(tmp_path, COMMIT_A, 2, synthetic_figures(entk_time_factor=2.0), env="new")
+    frame = br.prepare(br.load_results(tmp_path))
+    entk = frame[(frame["metric"] == "time") & (frame["kernel"] == "entk") & (frame["implementation"] == "1")]
+    point = entk[(entk["n"] == 16) & (entk["out"] == 10) & (entk["width"] == 128)]
+    assert point["value"].item() == pytest.approx(2.0 * _power(BASE, TIME_EXPONENTS["entk"], 1e-6))
+
+
+def test_format_value():
+    assert br.format_value(0.0123, "seconds") == "12.3ms"
+    assert br.format_value(3 * 2**20, "bytes") == "3MiB"
+    assert br.format_value(math.nan, "bytes") == "n/a"
+
+
+def test_cli_report_and_comparison(results_dir, tmp_path, capsys):
+    plots = tmp_path / "plots"
+    csv = tmp_path / "csv"
+    argv = ["bench-report", "--results", str(results_dir), "--plots", str(plots), "--csv", str(csv)]
+    assert cli.main([*argv, "--commit", COMMIT_A[:8]]) == 0
+    out = capsys.readouterr().out
+    assert "Fitted exponents" in out and "+1.50 (1.00)" in out and "+0.00 (1.00)" in out
+    assert sorted(p.name for p in plots.iterdir()) == [
+        "peakmem_fc.png",
+        "peakmem_tiled.png",
+        "temp_bytes_fc.png",
+        "time_fc.png",
+        "time_tiled.png",
+    ]
+    assert (csv / f"exponents-{COMMIT_A[:8]}.csv").is_file()
+
+    compare = [*argv, "--plots", "", "--compare", COMMIT_A[:8], COMMIT_B[:8]]
+    assert cli.main(compare) == 0
+    out = capsys.readouterr().out
+    assert "16 worse (ratio > 1.2), 16 better" in out
+    assert "1.500" in out and "worse" in out and "0.700" in out
+    assert cli.main([*compare, "--strict"]) == 1
+    capsys.readouterr()
+    assert cli.main([*compare, "--strict", "--threshold", "1.6"]) == 0
+    assert (csv / f"compare-{COMMIT_A[:8]}-{COMMIT_B[:8]}.csv").is_file()
+
+
+def test_cli_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        cli.main(["bench-report", "--results", str(tmp_path / "missing"), "--plots", ""])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no asv results"):
+        cli.main(["bench-report", "--results", str(tmp_path / "empty"), "--plots", ""])
+
+
+def test_sweeps_with_too_few_usable_points_are_not_fitted(tmp_path):
+    """A peak at or below its reference is noise: dropped; a two-point sweep is fitted only on request."""
+    figures = synthetic_figures()
+    kind, unit, names, params, values = figures["kernels.FCPeakMem.peakmem_kernel"]
+    values = list(values)
+    labels = params[2]
+    values[labels.index(_label({**BASE, "out": 1}))] = REFERENCE_BYTES - 2**20  # entk, O=1
+    figures["kernels.FCPeakMem.peakmem_kernel"] = (kind, unit, names, params, values)
+    write_results(tmp_path, COMMIT_A, 1, figures)
+    frame = br.prepare(br.load_results(tmp_path))
+    fits = br.fit_exponents(frame)
+    peak = fits[(fits["metric"] == "peakmem") & (fits["kernel"] == "entk")]
+    assert set(peak["axis"]) == {"N", "width"}
+    exponent, r2 = _exponent(br.fit_exponents(frame, min_points=2), "peakmem", "fc", "entk", "1", "O")
+    assert exponent == pytest.approx(PEAK_EXPONENTS["entk"][1]) and math.isnan(r2)

@@ -1,0 +1,116 @@
+"""Wrong arguments fail early, with the argument's name and a fix in the message."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from reference import assert_close, kernel, problem
+
+import nt_pntk
+
+FACTORIES = [nt_pntk.empirical_pntk_fn, nt_pntk.empirical_kernel_fn]
+# `empirical_pntk_fn`'s kernel, and each `get` of `empirical_kernel_fn`.
+KINDS = ["pntk_fn", *nt_pntk.KERNEL_NAMES]
+
+
+def compute(kind, p, x2, **options):
+    if kind == "pntk_fn":
+        return nt_pntk.empirical_pntk_fn(p.f, **options)(p.x1, x2, p.params)
+    return nt_pntk.empirical_kernel_fn(p.f, **options)(p.x1, x2, kind, p.params)
+
+
+@pytest.mark.parametrize("implementation", [7, -1, "fast", True, 1.0, None])
+@pytest.mark.parametrize("factory", FACTORIES)
+def test_unknown_implementation(factory, implementation):
+    with pytest.raises(ValueError, match=r"`implementation` must be one of .*JACOBIAN_CONTRACTION \(1\)"):
+        factory(problem("fc").f, implementation=implementation)
+
+
+def test_numpy_ints_are_accepted():
+    p = problem("fc")
+    numpy_args = nt_pntk.empirical_pntk_fn(p.f, trace_axes=np.int64(-1), implementation=np.int64(1))
+    expected = kernel(nt_pntk.empirical_pntk_fn(p.f), p.x1, p.x2, p.params)
+    assert_close(kernel(numpy_args, p.x1, p.x2, p.params), expected)
+
+
+# For the fc network's (N, O) output, of rank 2.
+BAD_AXES = [
+    (dict(trace_axes=(2,)), r"`trace_axes` has axis 2, out of range .* rank 2"),
+    (dict(trace_axes=(-3,)), r"`trace_axes` has axis -3, out of range .* rank 2"),
+    (dict(diagonal_axes=(2,)), r"`diagonal_axes` has axis 2, out of range .* rank 2"),
+    (dict(trace_axes=(-1, 1)), r"`trace_axes` names an axis twice"),
+    (dict(trace_axes=(), diagonal_axes=(0, -2)), r"`diagonal_axes` names an axis twice"),
+    (dict(trace_axes=(-1,), diagonal_axes=(1,)), r"`trace_axes` \(-1,\) and `diagonal_axes` \(1,\) overlap"),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("axes", "message"), [pytest.param(*case, id=str(case[0])) for case in BAD_AXES])
+def test_bad_axes(axes, message, kind):
+    with pytest.raises(ValueError, match=message):
+        compute(kind, problem("fc"), None, **axes)
+
+
+# Ignored for the implementations that reach NT 0.6.5's own deprecated calls (see test_pntk.py).
+@pytest.mark.filterwarnings("ignore:size requires ndarray:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:linear_util.wrap_init is missing a DebugInfo:DeprecationWarning")
+@pytest.mark.parametrize("implementation", range(4))
+def test_bad_axes_every_implementation(implementation):
+    with pytest.raises(ValueError, match="`trace_axes` names an axis twice"):
+        compute("pntk_fn", problem("fc"), None, trace_axes=(1, -1), implementation=implementation)
+
+
+NON_INT_AXES = [
+    dict(trace_axes=(1.5,)),
+    dict(trace_axes="-1"),
+    dict(trace_axes=None),
+    dict(trace_axes=(True,)),
+    dict(diagonal_axes=(0.0,)),
+]
+
+
+@pytest.mark.parametrize("axes", NON_INT_AXES, ids=str)
+@pytest.mark.parametrize("factory", [*FACTORIES, nt_pntk.summed_logits_fn])
+def test_non_int_axes(factory, axes):
+    name = next(iter(axes))
+    with pytest.raises(TypeError, match=f"`{name}` must be an int or a tuple of ints"):
+        factory(problem("fc").f, **axes)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_x2_other_example_shape(kind):
+    p = problem("fc")
+    x2 = p.x2[:, :-1]  # 5×6 images instead of 6×6
+    with pytest.raises(ValueError, match=r"`x1` and `x2` must agree in every axis but the batch axis 0"):
+        compute(kind, p, x2)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_x2_other_structure(kind):
+    p = problem("fc")
+    with pytest.raises(ValueError, match=r"`x1` and `x2` must have the same structure"):
+        compute(kind, p, {"x": p.x2})
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_diagonal_axis_of_different_sizes(kind):
+    """diagonal_axes=(0,) pairs example i of x1 with example i of x2: NT itself fails obscurely here."""
+    p = problem("fc")
+    assert len(p.x1) != len(p.x2)
+    with pytest.raises(ValueError, match=r"`diagonal_axes` has output axis 0, where f\(x1\) and f\(x2\)"):
+        compute(kind, p, p.x2, trace_axes=(-1,), diagonal_axes=(0,))
+
+
+@pytest.mark.parametrize("get", ["ntkk", "NTK", ("ntk", "foo"), (), ("ntk", "ntk"), 5])
+def test_unknown_get(get):
+    p = problem("fc")
+    with pytest.raises(ValueError, match=r"`get` must be one of \('nngp', 'ntk', 'pntk'\)"):
+        nt_pntk.empirical_kernel_fn(p.f)(p.x1, None, get, p.params)
+
+
+def test_errors_under_jit():
+    p = problem("fc")
+    pntk_fn = jax.jit(nt_pntk.empirical_pntk_fn(p.f, trace_axes=(-1, 1)))
+    with pytest.raises(ValueError, match="`trace_axes` names an axis twice"):
+        pntk_fn(p.x1, None, p.params)
