@@ -8,13 +8,13 @@ from nt_pntk import _nt_compat
 
 _nt_compat.install()
 
+from nt_pntk import approximations, regression, spectra  # noqa: E402
 from nt_pntk._pntk import (  # noqa: E402  (the import hook must be in place first)
     KERNEL_NAMES,
     empirical_kernel_fn,
     empirical_pntk_fn,
     summed_logits_fn,
 )
-from nt_pntk import approximations, regression, spectra  # noqa: E402
 from nt_pntk.approximations import (  # noqa: E402
     APPROXIMATION_NAMES,
     approximation_fn,
@@ -24,6 +24,7 @@ from nt_pntk.approximations import (  # noqa: E402
     empirical_trace_fn,
     projection_directions,
 )
+from nt_pntk.tiled import kernel_matrix  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,7 @@ __all__ = [
     "empirical_projection_fn",
     "empirical_single_logit_fn",
     "empirical_trace_fn",
+    "kernel_matrix",
     "projection_directions",
     "regression",
     "spectra",

@@ -74,7 +74,7 @@ def _tensorflow_unavailable() -> bool:
 
 @functools.cache
 def _linearize_takes_flat_tree() -> bool:
-    # Up to JAX 0.8: `linearize(traceable: WrappedFun, *primals)` returning
+    # Up to JAX 0.9: `linearize(traceable: WrappedFun, *primals)` returning
     # `(primals_out, PartialVals, jaxpr, consts)`. Newer JAX:
     # `linearize(traceable, primals_ft: FlatTree, has_aux, ...)`.
     from jax._src.interpreters import ad
@@ -119,7 +119,7 @@ def _eval_context_rejects_tracers() -> bool:
 
 
 def _write_cotangent_check_broken() -> bool:
-    # `core.lattice_join` is gone since 0.6, `core.get_aval` after 0.8 and
+    # `core.lattice_join` is gone since 0.6, `core.get_aval` since 0.10 and
     # `ShapedArray.strip_named_shape` after 0.4.30.
     from jax._src import core
 
@@ -199,7 +199,7 @@ class _OutputPval:
 
 
 def linearize(fn_flat, *primals_in_flat, has_aux: bool = False):
-    """`ad.linearize` with the calling convention of JAX <= 0.8, on the new API.
+    """`ad.linearize` with the calling convention of JAX <= 0.9, on the new API (0.10).
 
     NT calls ``ad.linearize(wrapped_fun, *primals)`` and reads back
     ``(primals_out, pvals, jaxpr, consts)`` where ``pvals[i].is_known()`` means
@@ -384,7 +384,7 @@ PATCHES: tuple[Patch, ...] = (
         "from jax.interpreters import ad\n",
         "from jax._src.interpreters import ad\n",
         lambda: _missing_from("jax.interpreters.ad", *_EMPIRICAL_AD_NAMES),
-        "The public `jax.interpreters.ad` does not re-export `source_info_util` (nor, after 0.8, "
+        "The public `jax.interpreters.ad` does not re-export `source_info_util` (nor, since 0.9, "
         "`reducing_transposes`), which STRUCTURED_DERIVATIVES uses.",
     ),
     Patch(
@@ -401,7 +401,7 @@ PATCHES: tuple[Patch, ...] = (
         f"if {_C}.zeros_like_p(): STRUCTURE_RULES[{_C}.zeros_like_p()] = _eye_s\n"
         f"if {_C}.zeros_like_p(): JACOBIAN_RULES[{_C}.zeros_like_p()] = _zeros_like_j\n",
         lambda: _missing_from("jax.interpreters.ad", "zeros_like_p"),
-        "`jax.interpreters.ad.zeros_like_p` is deprecated (JAX 0.7.1) and later removed; the rule "
+        "`jax.interpreters.ad.zeros_like_p` is deprecated (JAX 0.7.1) and removed (0.9); the rule "
         "is kept for the primitive (unused by JAX since 0.4.24) while `jax._src.ad_util` has it.",
     ),
     # -- STRUCTURED_DERIVATIVES on changed JAX internals ------------------------
@@ -410,14 +410,14 @@ PATCHES: tuple[Patch, ...] = (
         "    outs = ad.linearize(fn_flat, *primals_in_flat, has_aux=False)\n",
         f"    outs = {_C}.linearize(fn_flat, *primals_in_flat)\n",
         _linearize_takes_flat_tree,
-        "`ad.linearize` changed its signature and return value (after JAX 0.8).",
+        "`ad.linearize` changed its signature and return value (JAX 0.10).",
     ),
     Patch(
         _EMPIRICAL,
         "eqn.primitive.call_primitive or eqn.primitive.map_primitive",
         "eqn.primitive.call_primitive or getattr(eqn.primitive, 'map_primitive', False)",
         lambda: not hasattr(importlib.import_module("jax._src.core").Primitive, "map_primitive"),
-        "`Primitive.map_primitive` was removed (after JAX 0.8).",
+        "`Primitive.map_primitive` was removed (JAX 0.10).",
     ),
     Patch(
         _EMPIRICAL,
@@ -451,7 +451,7 @@ PATCHES: tuple[Patch, ...] = (
         f"    {_C}.check_cotangent(prim, v, ct_env[v])\n" + "\n" * 4,
         _write_cotangent_check_broken,
         "With `jax_enable_checks`, NT's cotangent check used `ShapedArray.strip_named_shape` "
-        "(gone after 0.4.30), `core.lattice_join` (0.6) and `core.get_aval` (after 0.8).",
+        "(gone after 0.4.30), `core.lattice_join` (0.6) and `core.get_aval` (0.10).",
     ),
     Patch(
         _EMPIRICAL,

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
-# The main job: sets up .venv if needed, then runs the eNTK-vs-pNTK demo.
+# The main job: sets up .venv if needed, then runs the quick theory validation
+# (width sweeps against the full eNTK and NT's infinite-width kernels; a few minutes).
+# Arguments go to `nt-pntk validate`, e.g. `--config paper --out runs/paper`.
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
-nt-pntk demo "$@"
+nt-pntk validate --config quick --out runs/validate-quick "$@"
