@@ -13,6 +13,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "kernel": ("nt_pntk._kernel_cmd", "a zoo model's pNTK on a dataset, tiled, to disk, resumable"),
     "compare": ("nt_pntk._compare", "the N×N approximations of the eNTK side by side"),
     "bench-report": ("nt_pntk._bench_report", "fitted scaling exponents from asv results"),
+    "figure1": ("nt_pntk.figure1", "the paper's Figure 1: eNTK vs pNTK time for a pair over ResNet depths"),
 }
 
 

@@ -87,7 +87,7 @@ class FeaturePrograms:
         self.jac_body = jac_body
         spec = P(sharding.AXIS)
         self.jac = jax.jit(
-            jax.shard_map(
+            sharding.shard_map(
                 lambda p, x: _expand(jac_body(p, _squeeze(x))),
                 mesh=lanes.mesh,
                 in_specs=(P(), spec),
@@ -96,7 +96,7 @@ class FeaturePrograms:
             )
         )
         self.gram = jax.jit(
-            jax.shard_map(
+            sharding.shard_map(
                 lambda r, c: gram(_squeeze(r), _squeeze(c))[None],
                 mesh=lanes.mesh,
                 in_specs=(spec, spec),
@@ -187,7 +187,7 @@ class DirectPrograms:
         self.body = body
         spec = P(sharding.AXIS)
         self.tile = jax.jit(
-            jax.shard_map(
+            sharding.shard_map(
                 lambda p, xr, xc: body(p, _squeeze(xr), _squeeze(xc))[None],
                 mesh=lanes.mesh,
                 in_specs=(P(), spec, spec),

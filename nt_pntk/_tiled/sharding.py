@@ -108,3 +108,16 @@ def delete(tree: Any) -> None:
     for leaf in jax.tree_util.tree_leaves(tree):
         if isinstance(leaf, jax.Array) and not leaf.is_deleted():
             leaf.delete()
+
+
+def shard_map(f, *, mesh, in_specs, out_specs, check_vma: bool = True):
+    """`jax.shard_map` (JAX >= 0.6), or `jax.experimental.shard_map` on older JAX.
+
+    The older one takes the same arguments except that replication checking is
+    called `check_rep`.
+    """
+    if hasattr(jax, "shard_map"):
+        return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=check_vma)
+    from jax.experimental.shard_map import shard_map as experimental_shard_map
+
+    return experimental_shard_map(f, mesh, in_specs=in_specs, out_specs=out_specs, check_rep=check_vma)

@@ -62,15 +62,25 @@ def measure_cell(cell: Cell, cfg: Config) -> list[dict]:
     _, params = model.init_fn(jax.random.PRNGKey(cell.seed), x_all.shape)
     theta_inf = _infinite_width_ntk(cell.architecture, cell.options, cell.data, cell.n_train, cell.n_test)
 
-    rows = []
-    train = _train_fn(model.apply_fn, cfg.train_steps, cfg.learning_rate)
-    trained = train(params, x_train, targets(y_train, cell.out))
-    for phase, p in (("init", params), ("trained", trained)):
-        entk = np.asarray(full_fn(x_all, None, p), np.float64)  # (N, N, O, O)
-        pntk = np.asarray(pntk_fn(x_all, None, p), np.float64)  # (N, N)
-        row = kernel_metrics(entk, pntk, theta_inf, y_train, y_test, cell.n_train, cell.out, cfg.ridge)
-        rows.append({**_cell_columns(cell), "phase": phase, **row})
+    kernels = (full_fn, pntk_fn, x_all, theta_inf, y_train, y_test)
+    rows = [_phase_row(cell, cfg, "init", params, *kernels)]
+    # Step size as a fraction of gradient descent's stability limit 2n/λmax(Θ), with
+    # λmax(eNTK) ≈ λmax(pNTK), so every width and architecture trains stably.
+    pntk_train = np.asarray(pntk_fn(x_train, None, params), np.float64)
+    rate = cfg.learning_rate * 2 * cell.n_train / np.linalg.eigvalsh(pntk_train)[-1]
+    trained = _train_fn(model.apply_fn, cfg.train_steps)(params, x_train, targets(y_train, cell.out), rate)
+    rows.append(_phase_row(cell, cfg, "trained", trained, *kernels))
     return rows
+
+
+def _phase_row(cell, cfg, phase, params, full_fn, pntk_fn, x_all, theta_inf, y_train, y_test) -> dict:
+    entk = np.asarray(full_fn(x_all, None, params), np.float64)  # (N, N, O, O)
+    pntk = np.asarray(pntk_fn(x_all, None, params), np.float64)  # (N, N)
+    if np.all(np.isfinite(entk)) and np.all(np.isfinite(pntk)):
+        row = kernel_metrics(entk, pntk, theta_inf, y_train, y_test, cell.n_train, cell.out, cfg.ridge)
+    else:  # training diverged: record it rather than lose the sweep
+        row = dict.fromkeys(EXPECTED_SLOPES, float("nan"))
+    return {**_cell_columns(cell), "phase": phase, **row}
 
 
 def _cell_columns(cell: Cell) -> dict:
@@ -96,14 +106,14 @@ def _infinite_width_ntk(
 
 
 @functools.cache
-def _train_fn(apply_fn, steps: int, learning_rate: float):
+def _train_fn(apply_fn, steps: int):
     """`steps` of full-batch gradient descent on the mean squared error, compiled once."""
 
     def loss(p, x, y):
         return 0.5 * jnp.mean(jnp.sum((apply_fn(p, x) - y) ** 2, axis=-1))
 
     @jax.jit
-    def train(params, x, y):
+    def train(params, x, y, learning_rate):
         def step(p, _):
             g = jax.grad(loss)(p, x, y)
             return jax.tree_util.tree_map(lambda w, d: w - learning_rate * d, p, g), None

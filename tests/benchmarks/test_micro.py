@@ -1,9 +1,9 @@
 """pytest-benchmark micro-benchmarks: single compiled kernel calls at small sizes.
 
-Skipped in the normal test run (``--benchmark-skip`` in pyproject's addopts).
-``pytest tests/benchmarks --benchmark-only`` times them;
-``pytest tests/benchmarks --benchmark-enable --benchmark-disable`` (CI) runs each body once as a
-plain test. The scaling over N, O and width across commits is asv's job (asv_bench/).
+Not collected by the normal test run (``norecursedirs`` in pyproject.toml).
+``pytest tests/benchmarks --benchmark-only`` times them; ``pytest tests/benchmarks
+--benchmark-disable`` (scripts/test.sh) runs each body once as a plain test. The scaling
+over N, O and width across commits is asv's job (asv_bench/).
 """
 
 from __future__ import annotations
