@@ -101,17 +101,7 @@ def empirical_trace_fn(
       >>> approximations.empirical_trace_fn(apply_fn, vmap_axes=0)(x, None, params).shape
       (4, 4)
     """
-    implementation = _checks.implementation(implementation)
-    trace_axes = _checks.axes_tuple("trace_axes", trace_axes)
-    diagonal_axes = _checks.axes_tuple("diagonal_axes", diagonal_axes)
-    ntk_fn = nt.empirical_ntk_fn(
-        _pntk._axes_checked(f, trace_axes, diagonal_axes),
-        trace_axes=trace_axes,
-        diagonal_axes=diagonal_axes,
-        vmap_axes=vmap_axes,
-        implementation=implementation,
-    )
-    return _with_input_checks(ntk_fn, f, trace_axes, diagonal_axes, vmap_axes)
+    return _checked_ntk_fn(f, trace_axes, diagonal_axes, vmap_axes, implementation, keep_logits=False)
 
 
 def empirical_single_logit_fn(
@@ -323,17 +313,31 @@ def empirical_entk_fn(
       >>> approximations.empirical_entk_fn(apply_fn, vmap_axes=0)(x, None, params).shape
       (4, 4, 3, 3)
     """
+    return _checked_ntk_fn(f, trace_axes, diagonal_axes, vmap_axes, implementation, keep_logits=True)
+
+
+def _checked_ntk_fn(
+    f: Callable,
+    trace_axes: Any,
+    diagonal_axes: Any,
+    vmap_axes: Any,
+    implementation: Any,
+    *,
+    keep_logits: bool,
+) -> Callable[..., PyTree]:
+    """NT's eNTK of `f` with our argument checks: traced over `trace_axes`, or full if `keep_logits`."""
     implementation = _checks.implementation(implementation)
     trace_axes = _checks.axes_tuple("trace_axes", trace_axes)
     diagonal_axes = _checks.axes_tuple("diagonal_axes", diagonal_axes)
+    nt_trace_axes = () if keep_logits else trace_axes
     ntk_fn = nt.empirical_ntk_fn(
         _pntk._axes_checked(f, trace_axes, diagonal_axes),
-        trace_axes=(),
+        trace_axes=nt_trace_axes,
         diagonal_axes=diagonal_axes,
         vmap_axes=vmap_axes,
         implementation=implementation,
     )
-    return _with_input_checks(ntk_fn, f, (), diagonal_axes, vmap_axes)
+    return _with_input_checks(ntk_fn, f, nt_trace_axes, diagonal_axes, vmap_axes)
 
 
 _FUNCTIONS: dict[str, Callable[..., Callable]] = {
