@@ -4,8 +4,9 @@
 without TensorFlow (see ``nt_pntk._nt_compat``).
 """
 
-from nt_pntk import _nt_compat
+from nt_pntk import _nt_compat, _xla_cpu
 
+_xla_cpu.apply()  # before JAX starts its CPU backend: jaxlib 0.10.2 miscompiles otherwise
 _nt_compat.install()
 
 from nt_pntk import approximations, regression, spectra  # noqa: E402

@@ -18,6 +18,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nt_pntk.cli import UsageError
+
+HOW_TO_MAKE_RESULTS = (
+    "Run the benchmarks first with `bash asv_bench/run.sh` (about 15 minutes on 2 cores; see "
+    "asv_bench/README.md), or pass --results DIR"
+)
+
 
 def _default_results_dir() -> Path:
     """``asv_bench/results`` in the current directory or above it, else beside the package."""
@@ -87,19 +94,27 @@ def run(args: argparse.Namespace) -> int:
     from nt_pntk import bench_report as br
 
     if not args.threshold > 1:
-        raise SystemExit(f"--threshold must be > 1; got {args.threshold}")
+        raise UsageError(f"--threshold must be > 1; got {args.threshold}")
     results_dir = args.results if args.results is not None else _default_results_dir()
+    if args.results is not None and not results_dir.is_dir():
+        raise UsageError(f"--results {results_dir} is not a folder; pass asv's results directory")
+    if not results_dir.is_dir():  # a fresh checkout: the suite has not run yet
+        raise ValueError(f"no asv results yet: {results_dir} does not exist. {HOW_TO_MAKE_RESULTS}")
     raw = br.load_results(results_dir, machine=args.machine)
     if raw.empty:
-        raise SystemExit(f"no asv results under {results_dir}; run asv_bench/run.sh first")
+        machine = f" of machine {args.machine!r}" if args.machine else ""
+        raise ValueError(f"no asv results{machine} under {results_dir} yet. {HOW_TO_MAKE_RESULTS}")
     frame = br.prepare(raw)
     if args.metric:
+        known = sorted(set(frame["metric"]))
         frame = frame[frame["metric"].isin(args.metric)]
+        if frame.empty:
+            raise UsageError(f"--metric {' '.join(args.metric)} matches no results; the results have {known}")
     pd.set_option("display.width", 200)
     pd.set_option("display.max_rows", 500)
     pd.set_option("display.max_columns", 30)
 
-    commit = br.resolve_commit(frame, args.commit)
+    commit = _resolve_commit(br, frame, args.commit, "--commit")
     fits = br.fit_exponents(frame, commit=commit, min_points=args.min_points)
     n_figures = int((frame["commit"] == commit).sum())
     print(f"asv results: {results_dir} — commit {commit[:8]}, {n_figures} figures")
@@ -122,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
     worse = 0
     if args.compare:
-        baseline, contender = (br.resolve_commit(frame, c) for c in args.compare)
+        baseline, contender = (_resolve_commit(br, frame, c, "--compare") for c in args.compare)
         table = br.compare(frame, baseline, contender, threshold=args.threshold)
         worse = int((table["flag"] == "worse").sum())
         better = int((table["flag"] == "better").sum())
@@ -169,3 +184,11 @@ def run(args: argparse.Namespace) -> int:
         if args.csv is not None:
             table.to_csv(args.csv / f"compare-{baseline[:8]}-{contender[:8]}.csv", index=False)
     return 1 if (args.strict and worse) else 0
+
+
+def _resolve_commit(br, frame, prefix: str | None, option: str) -> str:
+    """`bench_report.resolve_commit`, its error (an unknown or ambiguous prefix) blamed on `option`."""
+    try:
+        return br.resolve_commit(frame, prefix)
+    except ValueError as e:
+        raise UsageError(f"{option} {prefix}: {e}") from e

@@ -16,7 +16,7 @@ def implementation(value: Any) -> nt.NtkImplementation:
     """Returns `value` as an `nt.NtkImplementation`, or raises a clear error."""
     if isinstance(value, nt.NtkImplementation):
         return value
-    if _is_int(value):
+    if is_int(value):
         try:
             return nt.NtkImplementation(operator.index(value))
         except ValueError:
@@ -29,14 +29,15 @@ def implementation(value: Any) -> nt.NtkImplementation:
 
 def axes_tuple(name: str, axes: Any) -> tuple[int, ...]:
     """`axes` (an int or a sequence of ints) as a tuple, or a `TypeError`."""
-    if _is_int(axes):
+    if is_int(axes):
         return (int(axes),)
-    if isinstance(axes, Sequence) and not isinstance(axes, str) and all(map(_is_int, axes)):
+    if isinstance(axes, Sequence) and not isinstance(axes, str) and all(map(is_int, axes)):
         return tuple(int(a) for a in axes)
     raise TypeError(f"`{name}` must be an int or a tuple of ints, such as (-1,) or (); got {axes!r}.")
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An int-like value (``operator.index`` works) that is not a bool."""
     try:
         operator.index(value)
     except TypeError:
@@ -143,8 +144,33 @@ def _shape_without(x: Any, axis: int | None) -> tuple[int, ...]:
     shape = tuple(getattr(x, "shape", ()))
     if axis is None or not shape:
         return shape
+    if not is_int(axis):
+        raise TypeError(f"`vmap_axes` must be {VMAP_AXES_FORMS}; got the input batch axis {axis!r}.")
+    if not -len(shape) <= axis < len(shape):
+        # NT would take it modulo the rank: axis 5 of a rank-2 input would silently mean axis 1.
+        raise ValueError(
+            f"`vmap_axes` puts the batch axis of an input of shape {shape} at {axis}, out of range; use an "
+            f"axis in [{-len(shape)}, {len(shape)}) (e.g. vmap_axes=0 when examples are along axis 0)."
+        )
     axis %= len(shape)
     return shape[:axis] + shape[axis + 1 :]
+
+
+VMAP_AXES_FORMS = (
+    "None, an int (e.g. 0: examples along axis 0 of the inputs and the output), or a triple "
+    "(in_axes, out_axes, kwargs_axes) of ints or PyTrees of ints, as in nt.empirical_ntk_fn"
+)
+
+
+def vmap_axes(value: Any) -> Any:
+    """`value` unchanged if NT can use it as ``vmap_axes`` (every leaf an int; None: no axis), else a
+    `TypeError`."""
+    parts = value if isinstance(value, tuple) and len(value) == 3 else (value,)
+    for part in parts:
+        for leaf in jax.tree_util.tree_leaves(part):
+            if not is_int(leaf):
+                raise TypeError(f"`vmap_axes` must be {VMAP_AXES_FORMS}; got {value!r}.")
+    return value
 
 
 def kernel_names(get: Any, choices: tuple[str, ...]) -> tuple[str, ...]:

@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from nt_pntk.cli import UsageError
+
 APPROXIMATIONS = ("pntk", "trace", "single_logit", "projection")
 ZOO_WIDTHS = {"fc": 64, "cnn": 32}  # default --width of the zoo models
 MIB = 2.0**20
@@ -174,7 +176,7 @@ def _validate(args: argparse.Namespace) -> None:
     ]
     for ok, message in checks:
         if not ok:
-            raise SystemExit(f"nt-pntk compare: error: {message}")
+            raise UsageError(message)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,16 +254,14 @@ def load_model(model: str, width: int | None, out: int) -> tuple[Any, Any]:
     try:
         function = getattr(importlib.import_module(module_name), function_name)
     except (ImportError, AttributeError) as e:
-        raise SystemExit(
-            f"nt-pntk compare: error: --model {model!r}: cannot load {function_name!r}: {e}"
-        ) from None
+        raise UsageError(f"--model {model!r}: cannot load {function_name!r}: {e}") from None
     built = function(out=out) if width is None else function(out=out, width=width)
     if hasattr(built, "init_fn") and hasattr(built, "apply_fn"):
         return built.init_fn, built.apply_fn
     if isinstance(built, (tuple, list)) and len(built) >= 2 and all(map(callable, built[:2])):
         return built[0], built[1]
-    raise SystemExit(
-        f"nt-pntk compare: error: --model {model!r} returned {type(built).__name__}; it must return "
+    raise UsageError(
+        f"--model {model!r} returned {type(built).__name__}; it must return "
         "(init_fn, apply_fn, ...) as stax.serial does, or an object with init_fn and apply_fn."
     )
 

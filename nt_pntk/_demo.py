@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from nt_pntk.cli import UsageError
+
 KERNELS = ("eNTK", "pNTK")
 DEFAULT_OUTS = (10, 100)
 DEFAULT_IMPLEMENTATIONS = (1, 2, 3)
@@ -165,7 +167,7 @@ def _validate(args: argparse.Namespace) -> None:
     ]
     for ok, message in checks:
         if not ok:
-            raise SystemExit(f"nt-pntk demo: error: {message}")
+            raise UsageError(message)
 
 
 def _version(distribution: str) -> str:

@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from nt_pntk.cli import UsageError
 
 DIGITS = 1797
 
@@ -78,11 +82,19 @@ def run(args: argparse.Namespace) -> int:
     import nt_pntk
     from nt_pntk import tiled
 
-    if args.output.suffix not in (".npy", ".zarr"):
-        raise SystemExit(f"nt-pntk kernel: error: --output must end in .npy or .zarr; got {args.output}")
+    check_output(args.output)
     x = load_inputs(args.input, args.n, args.seed)
     init_fn, apply_fn, name = load_network(args)
-    _, params = init_fn(jax.random.PRNGKey(args.seed), (-1, *x.shape[1:]))
+    if not args.function:
+        check_input_rank(args.model, x.shape)
+    try:
+        _, params = init_fn(jax.random.PRNGKey(args.seed), (-1, *x.shape[1:]))
+    except (ValueError, TypeError, IndexError) as e:
+        # stax fails deep inside a layer (an IndexError for a conv on flat inputs): say which pairing failed.
+        raise UsageError(
+            f"{name} cannot take inputs of shape {x.shape[1:]} (one example): its init_fn failed with "
+            f"{type(e).__name__}: {e}. Pass inputs of the shape the network expects."
+        ) from e
     if args.kernel == "pntk":
         fn = nt_pntk.empirical_pntk_fn(apply_fn, vmap_axes=0)
     else:
@@ -105,21 +117,73 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     except ValueError as e:
-        print(f"nt-pntk kernel: error: {e}", file=sys.stderr)
-        return 2
+        # A bad --memory-budget or --tile-size, or an --output holding another kernel.
+        raise UsageError(str(e)) from e
+    except OSError as e:
+        if e.filename is None and e.errno is not None:  # e.g. ENOSPC from a write: name the output
+            raise OSError(e.errno, e.strerror, str(args.output)) from e
+        raise
     print(f"{k.shape} {k.dtype} kernel in {args.output} ({time.perf_counter() - start:.1f} s)")
     return 0
 
 
+def check_output(path: Path) -> None:
+    """--output's suffix, and a writable folder to hold it, checked before any work."""
+    if path.suffix not in (".npy", ".zarr"):
+        raise UsageError(f"--output must end in .npy or .zarr; got {path}")
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise UsageError(f"--output {path}: its folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"--output {path}: its folder {parent} is not writable (permission denied); "
+            "choose a folder you can write to"
+        )
+
+
+# Zoo models built from convolutions take NHWC images; the FC flattens whatever it gets.
+IMAGE_MODELS = ("cnn", "wide_resnet", "resnet")
+
+
+def check_input_rank(model: str, shape: tuple[int, ...]) -> None:
+    """A zoo model's input rank, checked before building it (stax's own failure is an IndexError)."""
+    if model in IMAGE_MODELS and len(shape) != 4:
+        raise UsageError(
+            f"--model {model} needs images of shape (N, height, width, channels); the inputs have shape "
+            f"{shape}. Reshape them (e.g. x.reshape(-1, 8, 8, 1) for flat 8×8 images) or use --model fc"
+        )
+    if len(shape) < 2:
+        raise UsageError(
+            f"--model {model} needs inputs of shape (N, features...) with examples along axis 0; "
+            f"got shape {shape}. For one feature per example save x[:, None]"
+        )
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def load_inputs(path: Path | None, n: int | None, seed: int) -> np.ndarray:
     if n is not None and n < 1:
-        raise SystemExit(f"nt-pntk kernel: error: --n must be positive; got {n}")
-    if path is not None:
+        raise UsageError(f"--n must be positive; got {n}")
+    if path is None:
+        return digits(DIGITS if n is None else n, seed)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise UsageError(f"--input {path} {what}; pass a .npy file of examples along axis 0 (numpy.save)")
+    fix = "Save the examples with numpy.save(path, x): a numeric array, examples along axis 0"
+    with open(path, "rb") as f:
+        is_npy = f.read(len(NPY_MAGIC)) == NPY_MAGIC
+    if not is_npy:
+        raise UsageError(f"--input {path} is not a .npy file (it lacks NumPy's header). {fix}")
+    try:
         x = np.load(path, mmap_mode="r")
-        if x.ndim < 1 or (n is not None and n > x.shape[0]):
-            raise SystemExit(f"nt-pntk kernel: error: {path} has shape {x.shape}; --n {n} asks for more rows")
-        return np.asarray(x[:n] if n is not None else x)
-    return digits(DIGITS if n is None else n, seed)
+    except ValueError as e:  # truncated, or an object array (which would need pickle)
+        raise UsageError(f"--input {path} is not a readable .npy array: {str(e).rstrip('.')}. {fix}") from e
+    if x.dtype.kind not in "biuf" or x.ndim < 1:
+        raise UsageError(f"--input {path} holds a {x.dtype} array of shape {x.shape}. {fix}")
+    if n is not None and n > x.shape[0]:
+        raise UsageError(f"--n {n} asks for more rows than --input {path} has: its shape is {x.shape}")
+    return np.asarray(x[:n] if n is not None else x)
 
 
 def digits(n: int, seed: int = 0) -> np.ndarray:
@@ -146,24 +210,52 @@ def digits(n: int, seed: int = 0) -> np.ndarray:
 
 def load_network(args: argparse.Namespace) -> tuple:
     if args.function:
-        module_name, _, function_name = args.function.partition(":")
-        if not module_name or not function_name:
-            raise SystemExit(
-                f"nt-pntk kernel: error: --function must be module:function; got {args.function!r}"
-            )
-        network = getattr(importlib.import_module(module_name), function_name)()
-        if not isinstance(network, tuple) or len(network) < 2:
-            raise SystemExit(
-                f"nt-pntk kernel: error: {args.function}() must return (init_fn, apply_fn); "
-                f"got {type(network)}"
-            )
-        return network[0], network[1], args.function
+        return load_function(args.function)
     from nt_pntk import models
 
     options = {} if args.depth is None else {"depth": args.depth}
     try:
         model = models.get_model(args.model, width=args.width, out=args.out_dim, **options)
     except (ValueError, TypeError) as e:
-        raise SystemExit(f"nt-pntk kernel: error: {e}") from e
+        raise UsageError(str(e)) from e
     depth = f", depth {args.depth}" if args.depth is not None else ""
     return model.init_fn, model.apply_fn, f"{args.model} (width {args.width}{depth}, {args.out_dim} outputs)"
+
+
+def load_function(spec: str) -> tuple:
+    """``(init_fn, apply_fn, spec)`` from ``--function module:function``."""
+    module_name, _, function_name = spec.partition(":")
+    if not module_name or not function_name:
+        raise UsageError(f"--function must be MODULE:FUNCTION, e.g. mymodels:build; got {spec!r}")
+    # The console script's sys.path lacks the current folder that `python -m` would have.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name is not None and (module_name == e.name or module_name.startswith(e.name + ".")):
+            raise UsageError(
+                f"cannot import module {module_name!r} named in --function {spec!r}: {e}; put it in the "
+                "current folder or on PYTHONPATH"
+            ) from e
+        raise UsageError(f"importing module {module_name!r} named in --function {spec!r} failed: {e}") from e
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        what = "has no attribute" if function is None else "has a non-callable"
+        raise UsageError(
+            f"module {module_name!r} ({getattr(module, '__file__', '?')}) {what} {function_name!r} named in "
+            f"--function {spec!r}; pass a function of no arguments that returns (init_fn, apply_fn)"
+        )
+    try:
+        inspect.signature(function).bind()
+    except TypeError as e:  # a function that needs arguments (a signature-less builtin passes)
+        raise UsageError(
+            f"--function {spec!r} must name a function of no arguments returning (init_fn, apply_fn); "
+            f"{function_name} needs some: {e}"
+        ) from e
+    except ValueError:  # no signature to inspect: call it and see
+        pass
+    network = function()
+    if not isinstance(network, tuple) or len(network) < 2 or not all(map(callable, network[:2])):
+        raise UsageError(f"{spec}() must return (init_fn, apply_fn); got {type(network).__name__}")
+    return network[0], network[1], spec

@@ -83,6 +83,23 @@ def _linearize_takes_flat_tree() -> bool:
     return len(params) < 2 or params[1].kind is not inspect.Parameter.VAR_POSITIONAL
 
 
+@functools.cache
+def _linearize_returns_zero_flags() -> bool:
+    # JAX 0.10.1 kept the old signature but returns a bool per output ("tangent is
+    # zero") where NT expects a `PartialVal` with `.is_known()`. Read from the source:
+    # calling `linearize` would trace, and tracing creates arrays on a backend.
+    from jax._src.interpreters import ad
+
+    try:
+        return "out_tangents_zeros" in inspect.getsource(ad.linearize)
+    except (OSError, TypeError):  # no source: the adapter handles both conventions
+        return True
+
+
+def _linearize_changed() -> bool:
+    return _linearize_takes_flat_tree() or _linearize_returns_zero_flags()
+
+
 def _cost_analysis_may_be_dict() -> bool:
     # Up to JAX 0.4.3x `Compiled.cost_analysis()` wrapped XLA's dict in a
     # one-element list (annotated so on `XlaExecutable`); since 0.5 it is the dict.
@@ -169,6 +186,16 @@ def _arrays_warn_as_dtypes() -> bool:
     return "__numpy_dtype__" in vars(basearray.Array)
 
 
+def _transposes_may_be_fancy_only() -> bool:
+    # Since JAX 0.10 some linear primitives (`slice`, `dynamic_slice`, ...) have only a
+    # "fancy" transpose rule (`ad.fancy_transposes`, accumulating into `GradAccum`s) and
+    # no entry in `ad.primitive_transposes`, which NT's backward pass reads.
+    from jax._src.interpreters import ad
+    from jax._src.lax import slicing
+
+    return hasattr(ad, "fancy_transposes") and slicing.slice_p not in ad.primitive_transposes
+
+
 def _always() -> bool:
     return True
 
@@ -199,22 +226,49 @@ class _OutputPval:
 
 
 def linearize(fn_flat, *primals_in_flat, has_aux: bool = False):
-    """`ad.linearize` with the calling convention of JAX <= 0.9, on the new API (0.10).
+    """`ad.linearize` with the calling convention and results of JAX <= 0.10.0.
 
     NT calls ``ad.linearize(wrapped_fun, *primals)`` and reads back
     ``(primals_out, pvals, jaxpr, consts)`` where ``pvals[i].is_known()`` means
-    "output i has a zero tangent and no outvar in ``jaxpr``".
+    "output i has a zero tangent and no outvar in ``jaxpr``". JAX 0.10.1 returns
+    a bool for that instead of a `PartialVal`; JAX 0.10.2 also takes the primals
+    as one ``FlatTree``.
     """
     from jax._src import tree_util
     from jax._src.interpreters import ad
 
     assert not has_aux
+    if not _linearize_takes_flat_tree():
+        primals_out, pvals, jaxpr, consts = ad.linearize(fn_flat, *primals_in_flat, has_aux=False)
+        return primals_out, [_OutputPval(p) if isinstance(p, bool) else p for p in pvals], jaxpr, consts
     primals_ft = tree_util.FlatTree.flatten(tuple(primals_in_flat))
     out_primals_ft, out_zeros, jaxpr, consts = ad.linearize(
         lambda *args: fn_flat.call_wrapped(*args), primals_ft, has_aux=False
     )
     primals_out = list(out_primals_ft.vals)
     return primals_out, [_OutputPval(z) for z in out_zeros], jaxpr, consts
+
+
+def primitive_transpose(primitive: Any) -> Callable:
+    """The transpose rule of `primitive` in the old calling convention that NT uses.
+
+    ``rule(cotangent, *invals, **params)`` returns one cotangent per input (None for
+    inputs that are not `UndefinedPrimal`). For a primitive that has only a "fancy"
+    rule (JAX 0.10+), the undefined inputs become `ValAccum`s that the rule
+    accumulates into, and their values are returned.
+    """
+    from jax._src.interpreters import ad
+
+    if primitive in ad.primitive_transposes or primitive not in getattr(ad, "fancy_transposes", {}):
+        return ad.get_primitive_transpose(primitive)
+    fancy = ad.fancy_transposes[primitive]
+
+    def rule(cotangent, *invals, **params):
+        accums = [ad.ValAccum(x.aval) if ad.is_undefined_primal(x) else x for x in invals]
+        fancy(cotangent, *accums, **params)
+        return [a.freeze() if isinstance(a, ad.ValAccum) else None for a in accums]
+
+    return rule
 
 
 def cost_analysis_dict(analysis: Any) -> dict[str, Any]:
@@ -409,8 +463,9 @@ PATCHES: tuple[Patch, ...] = (
         _EMPIRICAL,
         "    outs = ad.linearize(fn_flat, *primals_in_flat, has_aux=False)\n",
         f"    outs = {_C}.linearize(fn_flat, *primals_in_flat)\n",
-        _linearize_takes_flat_tree,
-        "`ad.linearize` changed its signature and return value (JAX 0.10).",
+        _linearize_changed,
+        "`ad.linearize` returns flags instead of `PartialVal`s (JAX 0.10.1) and takes the primals "
+        "as a `FlatTree` (0.10.2).",
     ),
     Patch(
         _EMPIRICAL,
@@ -452,6 +507,15 @@ PATCHES: tuple[Patch, ...] = (
         _write_cotangent_check_broken,
         "With `jax_enable_checks`, NT's cotangent check used `ShapedArray.strip_named_shape` "
         "(gone after 0.4.30), `core.lattice_join` (0.6) and `core.get_aval` (0.10).",
+    ),
+    Patch(
+        _EMPIRICAL,
+        "      cts_out = ad.get_primitive_transpose(eqn.primitive)(cts_in, *invals,\n",
+        f"      cts_out = {_C}.primitive_transpose(eqn.primitive)(cts_in, *invals,\n",
+        _transposes_may_be_fancy_only,
+        "Since JAX 0.10 `slice`, `dynamic_slice` and other linear primitives have only a "
+        "`fancy_transposes` rule; STRUCTURED_DERIVATIVES raised `NotImplementedError: Transpose rule "
+        "... for 'slice'` (e.g. the single-logit kernel, any network that slices).",
     ),
     Patch(
         _EMPIRICAL,
@@ -561,6 +625,10 @@ class _PatchingLoader(importlib.abc.Loader):
 
 class _PatchingFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
+        if fullname == "neural_tangents":
+            from nt_pntk import _xla_cpu
+
+            _xla_cpu.apply()  # NT imported on its own (before nt_pntk's kernels) gets it too
         if fullname not in _PATCHED_MODULES:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
@@ -607,5 +675,8 @@ def install() -> None:
 
 
 def applied_patches() -> tuple[str, ...]:
-    """The patches applied so far in this process, each with its reason."""
-    return tuple(_applied)
+    """The patches applied so far in this process, each with its reason (XLA's flag included)."""
+    from nt_pntk import _xla_cpu
+
+    xla = _xla_cpu.describe()
+    return tuple(_applied) + ((xla,) if xla else ())

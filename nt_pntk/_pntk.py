@@ -132,6 +132,7 @@ def empirical_pntk_fn(
     implementation = _checks.implementation(implementation)
     trace_axes = _checks.axes_tuple("trace_axes", trace_axes)
     diagonal_axes = _checks.axes_tuple("diagonal_axes", diagonal_axes)
+    vmap_axes = _checks.vmap_axes(vmap_axes)
     g = summed_logits_fn(f, trace_axes, diagonal_axes)
     ntk_of_g = nt.empirical_ntk_fn(
         g,
@@ -143,7 +144,7 @@ def empirical_pntk_fn(
     in_axes = _input_batch_axes(vmap_axes)
 
     def pntk_fn(x1: PyTree, x2: PyTree | None, params: PyTree, **apply_fn_kwargs) -> PyTree:
-        if _checks.matching_inputs(x1, x2, in_axes) and diagonal_axes:
+        if _checks.matching_inputs(x1, x2, in_axes):
             _check_output_sizes(f, x1, x2, params, apply_fn_kwargs, trace_axes, diagonal_axes)
         return ntk_of_g(x1, x2, params, **apply_fn_kwargs)
 
@@ -169,10 +170,12 @@ def _check_output_sizes(
 ) -> None:
     """f(x1) and f(x2) must agree in size on the traced and diagonal axes.
 
-    Called for inputs of different batch sizes and ``diagonal_axes`` given
-    (e.g. ``(0,)``), where NT fails with an `AssertionError` or a shape error
-    deep inside, or (NTK_VECTOR_PRODUCTS) returns a silently wrong kernel. It
-    traces `f` twice more, so the common path (no ``diagonal_axes``) skips it.
+    Called for inputs of different batch sizes: with the batch axis in
+    ``diagonal_axes`` NT fails with an `AssertionError` or a shape error deep
+    inside, or (NTK_VECTOR_PRODUCTS) returns a silently wrong kernel; with it
+    in ``trace_axes`` the pNTK would sum batches of different sizes into a
+    meaningless kernel. It traces `f` twice more (shapes only), so inputs of
+    equal batch sizes skip it.
     """
     # The kwargs as NT splits them (a pair goes one to x1, one to x2); only shapes matter here.
     kwargs1, kwargs2 = {}, {}
@@ -244,6 +247,7 @@ def empirical_kernel_fn(
     implementation = _checks.implementation(implementation)
     trace_axes = _checks.axes_tuple("trace_axes", trace_axes)
     diagonal_axes = _checks.axes_tuple("diagonal_axes", diagonal_axes)
+    vmap_axes = _checks.vmap_axes(vmap_axes)
     axes = dict(trace_axes=trace_axes, diagonal_axes=diagonal_axes)
     # NT would raise a bare IndexError for an axis out of range, and ignore a repeated one.
     checked_f = _axes_checked(f, trace_axes, diagonal_axes)
@@ -262,7 +266,7 @@ def empirical_kernel_fn(
         **apply_fn_kwargs,
     ) -> PyTree:
         names = _checks.kernel_names(get, KERNEL_NAMES)
-        if _checks.matching_inputs(x1, x2, in_axes) and diagonal_axes:
+        if _checks.matching_inputs(x1, x2, in_axes):
             _check_output_sizes(f, x1, x2, params, apply_fn_kwargs, trace_axes, diagonal_axes)
         values = [kernel_fns[name](x1, x2, params, **apply_fn_kwargs) for name in names]
         if isinstance(get, str):

@@ -20,10 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        cfg = config.load(args.config)
-    except config.ConfigError as e:
-        raise SystemExit(f"nt-pntk validate: {e}") from None
+    # A bad configuration raises `config.ConfigError` (exit code 2) before anything is written;
+    # a bad `--out` raises `sweep.OutDirError` (exit code 2) before anything is computed.
+    cfg = config.load(args.config)
     start = time.perf_counter()
     table = sweep.run_sweep(cfg, args.out, progress=not args.no_progress)
     slopes = fits.fit_slopes(table, bootstrap=cfg.bootstrap, band=cfg.slope_band)

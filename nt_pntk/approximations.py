@@ -154,6 +154,7 @@ def empirical_single_logit_fn(
     """
     logit = _int_option("logit", logit)
     implementation = _checks.implementation(implementation)
+    vmap_axes = _checks.vmap_axes(vmap_axes)
     diagonal_axes = _checks.axes_tuple("diagonal_axes", diagonal_axes)
     axis = _single_axis("single_logit", trace_axes)
 
@@ -264,6 +265,7 @@ def empirical_projection_fn(
     m = _positive_int("m", m)
     seed = _seed(seed)
     implementation = _checks.implementation(implementation)
+    vmap_axes = _checks.vmap_axes(vmap_axes)
     diagonal_axes = _checks.axes_tuple("diagonal_axes", diagonal_axes)
     axis = _single_axis("projection", trace_axes)
 
@@ -327,6 +329,7 @@ def _checked_ntk_fn(
 ) -> Callable[..., PyTree]:
     """NT's eNTK of `f` with our argument checks: traced over `trace_axes`, or full if `keep_logits`."""
     implementation = _checks.implementation(implementation)
+    vmap_axes = _checks.vmap_axes(vmap_axes)
     trace_axes = _checks.axes_tuple("trace_axes", trace_axes)
     diagonal_axes = _checks.axes_tuple("diagonal_axes", diagonal_axes)
     nt_trace_axes = () if keep_logits else trace_axes

@@ -44,5 +44,50 @@ def digits_split(n_train: int, n_test: int, *, seed: int = 0, dtype=np.float32) 
 
 
 def one_hot(labels: np.ndarray, classes: int, dtype=np.float32) -> np.ndarray:
-    """Centered one-hot targets: 1 - 1/classes at the label, -1/classes elsewhere."""
+    """CENTRED one-hot regression targets: ``1 - 1/classes`` at the label, ``-1/classes`` elsewhere.
+
+    Not the plain 0/1 one-hot encoding: every row sums to 0 (the plain encoding minus
+    ``1/classes``), the usual NTK-regression targets; ``np.argmax`` of a row is still the
+    label. (A rename to say so is planned.)
+
+    Args:
+      labels: integer class labels in ``[0, classes)``, any shape.
+      classes: the number of classes, at least 1.
+      dtype: floating dtype of the targets.
+
+    Returns:
+      ``labels.shape + (classes,)`` targets.
+
+    Raises:
+      ValueError: a label outside ``[0, classes)`` (a negative one would otherwise
+        index from the end), a non-integer label, or ``classes`` below 1.
+    """
+    if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or classes < 1:
+        raise ValueError(f"`classes` must be a positive int; got {classes!r}.")
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        # Integer-valued floats (e.g. labels loaded from a float CSV) are accepted, others are not.
+        if labels.dtype.kind != "f" or not np.all(np.isfinite(labels) & (labels == np.round(labels))):
+            flat = labels.reshape(-1)
+            bad = next((v for v in flat if not _is_integral(v)), flat[0] if flat.size else labels)
+            raise ValueError(
+                f"`labels` must be integer classes in [0, {classes}); got {bad!r} "
+                f"(dtype {labels.dtype}). Pass e.g. labels.astype(int) if they are whole numbers."
+            )
+        labels = labels.astype(np.int64)
+    outside = (labels < 0) | (labels >= classes)
+    if np.any(outside):
+        bad = labels[outside].reshape(-1)
+        raise ValueError(
+            f"`labels` must be in [0, {classes}) for classes={classes}; got {bad[0]} "
+            f"({bad.size} label{'s' if bad.size > 1 else ''} outside, of {labels.size}). "
+            "Shift them (e.g. labels - labels.min()) or pass a larger `classes`."
+        )
     return (np.eye(classes)[labels] - 1.0 / classes).astype(dtype)
+
+
+def _is_integral(value) -> bool:
+    try:
+        return bool(np.isfinite(value) and value == np.round(value))
+    except TypeError:
+        return False

@@ -25,15 +25,22 @@ and ``figure1.png`` (log-scale time against depth) to ``DIR`` (default
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
 from pathlib import Path
 
-DEFAULT_DEPTHS = (18, 34, 50)
+DEFAULT_DEPTHS = (18, 34, 50)  # must be keys of nt_pntk.models.RESNET_STAGES (checked by `check_args`)
 DEFAULT_OUTS = (10, 200)
 REDUCED = {"width": 8, "image_size": 16}
 FULL_SIZE = {"width": 64, "image_size": 32}
+
+
+class UsageError(ValueError):
+    """A bad command-line option; the message names it, what it got and what would work."""
+
+    exit_code = 2  # the command line's wrapper exits with 2, as argparse does
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,6 +104,7 @@ def measure(args: argparse.Namespace):
     import nt_pntk
     from nt_pntk import models
 
+    check_args(args)
     size = dict(FULL_SIZE if args.full_size else REDUCED)
     if args.width is not None:
         size["width"] = args.width
@@ -170,16 +178,36 @@ def plot(frame, path: Path) -> None:
     plt.close(fig)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuses every option that would time a wrong network or write a meaningless number.
+
+    Raises:
+      UsageError: naming the option, what it got and what would work.
+    """
+    from nt_pntk.models import RESNET_STAGES  # the ResNet depths the zoo builds
+
+    bad_depths = [d for d in args.depths if d not in RESNET_STAGES]
+    if bad_depths:
+        raise UsageError(f"`--depths` must be among {sorted(RESNET_STAGES)} (ResNet-N); got {bad_depths}.")
+    if any(out < 1 for out in args.outs):
+        raise UsageError(f"`--outs` must be integers >= 1 (numbers of outputs); got {args.outs}.")
+    for name, value in (("width", args.width), ("image-size", args.image_size), ("repeats", args.repeats)):
+        if value is not None and value < 1:
+            raise UsageError(f"`--{name}` must be an integer >= 1; got {value}.")
+    if not (math.isfinite(args.time_budget) and args.time_budget > 0):
+        raise UsageError(f"`--time-budget` must be a finite number of seconds > 0; got {args.time_budget}.")
+    if not 0 <= args.seed < 2**32:
+        raise UsageError(f"`--seed` must be an integer in [0, 2**32); got {args.seed}.")
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"`--out` {str(args.out)!r} is a file, not a directory; pass a directory.")
+
+
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    for name in ("depths", "outs"):
-        if any(v < 1 for v in getattr(args, name)):
-            raise SystemExit(f"--{name} must be positive")
-    if args.repeats < 1:
-        raise SystemExit("--repeats must be at least 1")
+    check_args(args)
+    args.out.mkdir(parents=True, exist_ok=True)  # now, not after minutes of timing
     frame = measure(args)
-    args.out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out / "figure1.csv", index=False)
     plot(frame, args.out / "figure1.png")
     size = frame.attrs["size"]
@@ -207,9 +235,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nt_pntk.figure1", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``python -m nt_pntk.figure1 ...`` is ``nt-pntk figure1 ...`` (one error handling for both)."""
+    from nt_pntk import cli
+
+    return cli.main(["figure1", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -111,15 +111,23 @@ def wide_resnet(width: int, out: int = 10, *, blocks_per_group: int = 1, groups:
     return _residual_net(width, out, (blocks_per_group,) * groups)
 
 
-RESNET_STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+RESNET_STAGES = {
+    10: (1, 1, 1, 1),
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
 
 
 def resnet(width: int, out: int = 10, *, depth: int = 18) -> tuple:
-    """ResNet-`depth` (18, 34, 50, 101 or 152) of He et al. (2016) from stax blocks.
+    """ResNet-`depth` (10, 18, 34, 50, 101 or 152) of He et al. (2016) from stax blocks.
 
-    18 and 34 use two-conv basic blocks, 50 and deeper 1×1-3×3-1×1 bottleneck
-    blocks with 4× expansion; the stage widths are `width * 2**stage`. Used
-    for the paper's Figure 1 at reduced width and image size.
+    10 (one block per stage, the smallest of the family), 18 and 34 use
+    two-conv basic blocks, 50 and deeper 1×1-3×3-1×1 bottleneck blocks with 4×
+    expansion; the stage widths are `width * 2**stage`. Used for the paper's
+    Figure 1 at reduced width and image size.
     """
     if depth not in RESNET_STAGES:
         raise ValueError(f"`depth` must be one of {sorted(RESNET_STAGES)}; got {depth!r}.")

@@ -81,10 +81,13 @@ def predict(
 
     Raises:
       ValueError: kernels or targets of inconsistent shapes (the message names
-        the argument and the expected shape); a negative or non-finite
-        ``ridge``, a negative ``t``, a non-positive ``learning_rate``; and,
-        for ``t=None``, a regularized kernel that is not positive definite
-        (raise ``ridge``).
+        the argument and the expected shape) or with NaN or infinite entries; a
+        ``k_train_train`` that is not symmetric beyond round-off (relative
+        asymmetry ‖K − Kᵀ‖/‖K‖ above 100·eps, eps of its dtype but float32's at
+        least); a negative or non-finite ``ridge``, a negative ``t``, a
+        non-positive ``learning_rate``; for ``t=None``, a regularized kernel that
+        is not positive definite, and for a finite ``t`` one with an eigenvalue
+        below −max(N, 100)·eps·λmax (round-off; raise ``ridge``).
       TypeError: ``ridge``, ``t`` or ``learning_rate`` that is not a number.
 
     Example:
@@ -95,7 +98,7 @@ def predict(
       >>> np.allclose(regression.predict(k, y), y)  # interpolates at t=None, ridge=0
       True
     """
-    k, y, k_star = _checked(k_train_train, y_train, k_test_train)
+    k, y, k_star, eps = _checked(k_train_train, y_train, k_test_train)
     ridge = _non_negative("ridge", ridge)
     if t is not None:
         t = _real("t", t)
@@ -107,11 +110,15 @@ def predict(
     full = k.ndim == 4
     if full:
         k, k_star, y = _as_matrix(k), _as_matrix(k_star), y.reshape(n * out, 1)
-    k_reg = k + ridge * np.mean(np.diag(k)) * np.eye(len(k))
+    _check_symmetric(k, eps, full)
+    mean_diagonal = float(np.mean(np.diag(k)))
+    k_reg = k + ridge * mean_diagonal * np.eye(len(k))
     if t is None:
         coefficients = _cholesky_solve(k_reg, y, ridge)
     else:
-        coefficients = _gradient_flow_solve(k_reg, y, learning_rate * t / (n * out))
+        evals, evecs = scipy.linalg.eigh(k_reg)
+        _check_semi_definite(evals, ridge, mean_diagonal, eps)
+        coefficients = _gradient_flow_solve(evals, evecs, y, learning_rate * t / (n * out))
     prediction = k_star @ coefficients
     return prediction.reshape(-1, out)
 
@@ -129,17 +136,63 @@ def _cholesky_solve(k_reg: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarra
     return scipy.linalg.cho_solve(factor, y, check_finite=False)
 
 
-def _gradient_flow_solve(k_reg: np.ndarray, y: np.ndarray, time: float) -> np.ndarray:
-    """(K + λI)^{-1} (I - exp(-time (K + λI))) Y by eigendecomposition.
+def _check_semi_definite(evals: np.ndarray, ridge: float, mean_diagonal: float, eps: float) -> None:
+    """A ValueError when the regularized kernel's eigenvalues `evals` go negative beyond round-off.
 
-    Eigenvalues are clipped at 0 (round-off of a PSD kernel) and the factor
-    (1 - e^{-λ τ}) / λ takes its limit τ at λ = 0.
+    Round-off moves the eigenvalues of a PSD matrix by up to about N·eps·λmax (the bound of
+    numpy's matrix_rank), 100·eps at least for small N. Beyond it, gradient flow diverges
+    along the negative eigenvalue's direction, which clipping it at 0 would hide.
     """
-    evals, evecs = scipy.linalg.eigh(k_reg)
+    tolerance = max(len(evals), 100) * eps
+    scale = float(np.max(np.abs(evals)))
+    if not evals[0] < -tolerance * scale:
+        return
+    fix = "pass a larger `ridge`"
+    if mean_diagonal > 0:  # a ridge that lifts the most negative eigenvalue above 0 twice over
+        fix += f", e.g. ridge={float(f'{ridge + 2 * -evals[0] / mean_diagonal:.1g}'):g}"
+    fix += " (relative to the mean diagonal)"
+    raise ValueError(
+        f"`k_train_train` plus the ridge (ridge={ridge} × mean diagonal) must be positive semi-definite "
+        f"for a finite `t`; its most negative eigenvalue is {evals[0]:.3g}, {-evals[0] / scale:.2g} × its "
+        f"largest magnitude {scale:.3g}, beyond round-off ({tolerance:.1g} × it). Check that it is a kernel "
+        f"(a Gram matrix), or {fix}."
+    )
+
+
+def _gradient_flow_solve(evals: np.ndarray, evecs: np.ndarray, y: np.ndarray, time: float) -> np.ndarray:
+    """(K + λI)^{-1} (I - exp(-time (K + λI))) Y from the eigendecomposition of K + λI.
+
+    Eigenvalues are clipped at 0 (round-off of a PSD kernel: `_check_semi_definite`) and
+    the factor (1 - e^{-λ τ}) / λ takes its limit τ at λ = 0.
+    """
     evals = np.maximum(evals, 0.0)
     safe = np.where(evals > 0, evals, 1.0)
     factors = np.where(evals > 0, -np.expm1(-evals * time) / safe, time)
     return evecs @ (factors[:, None] * (evecs.T @ y))
+
+
+def _check_symmetric(k: np.ndarray, eps: float, full: bool) -> None:
+    """A ValueError for a `k_train_train` (as an N×N or NO×NO matrix) that is not symmetric.
+
+    Cholesky and eigh read one triangle only, so a non-symmetric kernel would give a silently
+    wrong answer. The tolerance, 100·eps, admits round-off (NT's implementations 2 and 3 give
+    JAX float32 kernels an asymmetry of about 1e-7) and catches wrong arguments (a test-train
+    block, an eNTK in another layout), whose asymmetry is of order 1.
+    """
+    norm = np.linalg.norm(k)
+    asymmetry = np.linalg.norm(k - k.T) / norm if norm > 0 else 0.0
+    tolerance = 100 * eps
+    if asymmetry > tolerance:
+        transpose, layout = (
+            ("K.transpose(1, 0, 3, 2)", "an (N, N, O, O) eNTK (NT's trace_axes=() layout, not (N, O, N, O))")
+            if full
+            else ("K.T", "an (N, N) kernel of the training inputs with themselves")
+        )
+        raise ValueError(
+            f"`k_train_train` must be symmetric, {layout}; its relative asymmetry "
+            f"‖K − Kᵀ‖/‖K‖ is {asymmetry:.3g}, above round-off ({tolerance:.1g}). If it is a kernel "
+            f"with round-off errors, symmetrize it: (K + {transpose}) / 2."
+        )
 
 
 def _as_matrix(k: np.ndarray) -> np.ndarray:
@@ -149,12 +202,24 @@ def _as_matrix(k: np.ndarray) -> np.ndarray:
 
 
 def _checked(k_train_train: Any, y_train: Any, k_test_train: Any) -> tuple[np.ndarray, ...]:
-    """The arguments as float64 arrays of consistent shapes, or a ValueError naming the culprit."""
-    k = np.asarray(k_train_train, np.float64)
-    if k.ndim not in (2, 4) or k.shape[0] != k.shape[1] or (k.ndim == 4 and k.shape[2] != k.shape[3]):
+    """The arguments as float64 arrays of consistent shapes, or a ValueError naming the culprit.
+
+    Also returns the relative precision of `k_train_train`'s values for the round-off tolerances:
+    its dtype's eps, but float32's at least, as a float64 kernel is often a float32 one cast
+    (JAX computes in float32 by default, and the validation sweep casts its kernels).
+    """
+    k = np.asarray(k_train_train)
+    eps = float(np.finfo(np.float32).eps)
+    try:  # (integer kernels are exact; bfloat16 has a finfo only where ml_dtypes registered one)
+        eps = max(eps, float(np.finfo(k.dtype).eps))
+    except (TypeError, ValueError):
+        pass
+    k = k.astype(np.float64, copy=False)
+    square = k.ndim in (2, 4) and k.shape[0] == k.shape[1] and (k.ndim == 2 or k.shape[2] == k.shape[3])
+    if not square or 0 in k.shape:
         raise ValueError(
             "`k_train_train` must be an (N, N) kernel (used as K ⊗ I_O) or an (N, N, O, O) full "
-            f"eNTK (NT's trace_axes=() layout); got shape {k.shape}."
+            f"eNTK (NT's trace_axes=() layout), N and O at least 1; got shape {k.shape}."
         )
     n = k.shape[0]
     y = np.asarray(y_train, np.float64)
@@ -165,8 +230,10 @@ def _checked(k_train_train: Any, y_train: Any, k_test_train: Any) -> tuple[np.nd
             f"shape {y.shape}. One-hot labels: `nt_pntk.data.one_hot(labels, O)`; a single output: "
             "`y[:, None]`."
         )
+    for name, array in (("k_train_train", k), ("y_train", y)):
+        _check_finite(name, array)
     if k_test_train is None:
-        return k, y, k
+        return k, y, k, eps
     k_star = np.asarray(k_test_train, np.float64)
     if k.ndim == 2:
         ok, expected = k_star.ndim == 2 and k_star.shape[1] == n, f"(M, {n})"
@@ -178,7 +245,16 @@ def _checked(k_train_train: Any, y_train: Any, k_test_train: Any) -> tuple[np.nd
             f"`k_test_train` must have shape {expected} (test inputs × training inputs) for a "
             f"`k_train_train` of shape {k.shape}; got shape {k_star.shape}."
         )
-    return k, y, k_star
+    _check_finite("k_test_train", k_star)
+    return k, y, k_star, eps
+
+
+def _check_finite(name: str, array: np.ndarray) -> None:
+    bad = np.size(array) - np.count_nonzero(np.isfinite(array))
+    if bad:
+        raise ValueError(
+            f"`{name}` must be finite; it has {bad} NaN or infinite entries of {np.size(array)}."
+        )
 
 
 def _non_negative(name: str, value: Any) -> float:

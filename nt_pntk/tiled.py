@@ -18,7 +18,13 @@ tile within a memory budget:
 * **resumable**: a finished-tile record beside the output (``<out>.tiles/``)
   gets a marker with a checksum once a tile's data are flushed; a run started
   again with the same output skips the verified tiles and gives a bitwise
-  identical result; a tile whose bytes do not match its checksum is recomputed;
+  identical result; a tile whose bytes do not match its checksum is recomputed.
+  The record identifies the kernel by digests of the inputs and parameters and
+  by a *probe*, a few entries computed by ``fn`` itself (see ``_tiled/probe.py``):
+  a changed function (another activation, same name and parameters) is refused;
+* **one run per output**: a run holds an exclusive lock (``<out>.lock``) from
+  before it reads the record until it returns; a second run on the same output
+  waits for it, then returns the finished kernel or resumes it;
 * **devices**: one tile per local device per step, with the tile inputs
   stacked and sharded over a ``Mesh`` axis 'tiles' (``NamedSharding``) and the
   single-tile program run by ``shard_map``. After ``jax.distributed.initialize()``
@@ -30,8 +36,11 @@ tile within a memory budget:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -40,7 +49,7 @@ import jax
 import numpy as np
 
 from nt_pntk import _checks
-from nt_pntk._tiled import compute, planning, sharding, storage
+from nt_pntk._tiled import compute, planning, probe, sharding, storage
 from nt_pntk._tiled.features import (
     FEATURES_ATTRIBUTE,
     NotAGramKernel,
@@ -54,6 +63,7 @@ PyTree = Any
 
 __all__ = ["format_bytes", "jacobian_features_fn", "kernel_matrix", "parse_bytes", "with_jacobian_features"]
 
+_log = logging.getLogger(__name__)
 _BUDGET = "memory_budget"
 _PROBE_FEATURES = (8, 64)
 _PROBE_DIRECT = (8, 32, 128)
@@ -90,7 +100,20 @@ def kernel_matrix(
         array with one chunk per tile, returned opened read-only). A finished-tile
         record ``<out>.tiles/`` is kept beside it: calling again with the same
         arguments and output resumes an interrupted run, or returns a finished
-        one after checking it.
+        one after checking it. The record holds digests of x1, x2, params and
+        the keyword arguments, and a probe: ``fn(x1[rows], x2[cols], params)``
+        for up to 4 rows and 4 columns (first, last and between), computed by
+        ``fn`` itself one pair at a time (jitted, "highest" matmul precision)
+        at the start of every call. A resumed run must reproduce it (to 1.2e-4
+        of the largest entry in float32, 1e-9 in float64), so a changed
+        function is refused whatever its name, and a renamed identical one
+        resumes. Fresh tiles holding probe entries must agree with it too
+        (to 10 times that; 5e-2 for float32 on accelerators). While a call runs,
+        it holds an exclusive lock ``<out>.lock`` (``flock``; the file names the
+        holder's pid and host and is removed at the end): another call on the
+        same output blocks until it ends (saying so on stderr unless
+        ``progress=False``), then returns the finished kernel or resumes it.
+        In a ``jax.distributed`` run only process 0 takes the lock.
       memory_budget: bytes (int) or a string such as ``"2GiB"`` or ``"512MB"``
         that the computation may use on each device (on CPU: in all, the
         devices sharing the host's memory), beyond the inputs and the returned
@@ -98,9 +121,11 @@ def kernel_matrix(
         waiting to be written. Default: half the available host memory on CPU,
         80% of free device memory on accelerators.
       tile_size: the tile's side; default: chosen from the budget (the
-        cheapest size whose estimated peak memory fits). A resumed run uses the
-        tile size it was started with.
-      progress: show a tqdm progress bar (tiles, rate, ETA) on stderr.
+        cheapest size whose estimated peak memory fits). One larger than
+        ``max(N1, N2)`` is capped at it. A resumed run uses the tile size it was
+        started with (after the cap).
+      progress: show a tqdm progress bar (tiles, rate, ETA) on stderr, and
+        say so there when waiting for another run's lock on ``out``.
       **apply_fn_kwargs: passed to ``fn`` unchanged for every tile (they are
         not split along the batch).
 
@@ -110,12 +135,18 @@ def kernel_matrix(
 
     Raises:
       ValueError: an ``out`` that holds something else (another shape, dtype,
-        inputs, parameters or kernel function, or a file not written by
-        `kernel_matrix`: nothing is overwritten); a budget too small for one row
-        of the smallest tile (the message gives the minimum); non-finite
-        inputs (the message names the first bad row) or parameters; ``fn``
-        not returning an ``(n1, n2)`` array; ``x1`` and ``x2`` of different
-        kinds.
+        inputs or parameters, a kernel function whose probe entries differ (the
+        message names one), a damaged record (the message names the field), or
+        a file not written by `kernel_matrix`: nothing is overwritten); a fresh
+        tile that disagrees with ``fn``'s probe (e.g. ``jacobian_features`` that
+        give another kernel than ``fn``, or an ``fn`` whose entries depend on the
+        batch; the tile is not recorded); a budget too small for one row of the
+        smallest tile (the message gives the minimum); non-finite inputs (the
+        message names the first bad row) or parameters; ``fn`` not returning an
+        ``(n1, n2)`` array; ``x1`` and ``x2`` of different kinds; a
+        ``vmap_axes`` of ``fn``'s features out of range.
+      RuntimeError: a run that ends with tiles missing from the record (the
+        kernel is not returned; running again computes them).
       TypeError: arguments of the wrong type.
 
     Example:
@@ -144,6 +175,8 @@ def kernel_matrix(
     if not symmetric:
         _check_finite_rows("x2", x2h, n2)
     _check_finite_params(params)
+    if tile_size is not None:
+        tile_size = min(tile_size, max(n1, n2))  # one tile holds the whole kernel: no padding beyond it
     processes, process = jax.process_count(), jax.process_index()
     if processes > 1 and path is None:
         raise ValueError(
@@ -158,14 +191,49 @@ def kernel_matrix(
         "x2": "x1" if symmetric else storage.tree_digest(x2h),
         "params": storage.tree_digest(params),
         "apply_fn_kwargs": storage.tree_digest(apply_fn_kwargs),
-        "fn": _fn_name(fn),
     }
     expected = {"shape": [n1, n2], "dtype": dtype.name, "symmetric": symmetric, "fingerprint": fingerprint}
+    if path is None:
+        return _run(programs, params, x1h, x2h, lanes, budget, tile_size, expected, None, None, progress)
+    # What `fn` computes identifies the kernel on disk (its name does not): a few entries of it.
+    fresh = probe.compute(fn, apply_fn_kwargs, params, x1h, x2h, n1, n2, symmetric)
+    expected["function"] = {"name": _fn_name(fn), "jaxpr_blake2b": fresh.jaxpr}
+    # One run at a time per output; the processes of one distributed run share it (process 0 locks).
+    lock = storage.OutputLock(path, _announcer(progress)) if process == 0 else contextlib.nullcontext()
+    with lock:
+        return _run(programs, params, x1h, x2h, lanes, budget, tile_size, expected, path, fresh, progress)
+
+
+def _announcer(progress: bool) -> Callable[[str], None]:
+    def announce(message: str) -> None:
+        _log.info(message)
+        if progress:
+            print(message, file=sys.stderr, flush=True)
+
+    return announce
+
+
+def _run(
+    programs: Any,
+    params: PyTree,
+    x1h: PyTree,
+    x2h: PyTree,
+    lanes: sharding.Lanes,
+    budget: int | None,
+    tile_size: int | None,
+    expected: dict,
+    path: Any,
+    fresh: probe.Probe | None,
+    progress: bool,
+) -> Any:
+    """The run proper: the record checked (or created), the missing tiles computed, the result checked."""
+    (n1, n2), symmetric, dtype = expected["shape"], expected["symmetric"], np.dtype(expected["dtype"])
+    processes, process = jax.process_count(), jax.process_index()
     record = storage.Record(path) if path is not None else None
-    stored = _existing(path, record, expected, tile_size) if record is not None else None
-    if stored is not None and stored.get("mode") != programs.mode:
+    stored = _existing(path, record, expected, fresh, tile_size) if record is not None else None
+    if stored is not None and stored["mode"] != programs.mode:
         raise ValueError(
-            f"`out`={str(path)!r} was computed in mode {stored.get('mode')!r}, this kernel function runs in "
+            f"`out`={str(path)!r} was computed in mode {stored['mode']!r}, this kernel function runs in "
             f"mode {programs.mode!r}; nothing was overwritten. Choose another `out`."
         )
 
@@ -183,8 +251,7 @@ def kernel_matrix(
         tile_size or (stored["tile_size"] if stored else None),
         share,
     )
-
-    output = _open_output(path, record, expected, plan, stored, process, dtype)
+    output = _open_output(path, record, expected, plan, stored, process, dtype, fresh)
     params_dev = jax.device_put(params, lanes.replicated)
     groups = plan.super_rows()
     all_tiles = plan.tiles()
@@ -194,6 +261,7 @@ def kernel_matrix(
     my_tiles = [t for t in all_tiles if t[0] in my_rows]
     good = _verified(output, record, plan, set(my_tiles)) if record is not None else set()
     todo = [t for t in my_tiles if t not in good]
+    check = probe.TileCheck(fresh, plan.tile, symmetric, plan.mode, lanes.platform) if fresh else None
 
     from tqdm.auto import tqdm
 
@@ -205,7 +273,7 @@ def kernel_matrix(
         disable=not progress,
         smoothing=0.1,
     )
-    writer = _Writer(output, record, plan, bar)
+    writer = _Writer(output, record, plan, bar, check)
     try:
         if programs.mode == "features":
             compute.run_features(programs, plan, params_dev, x1h, x2h, mine, set(todo), writer.put)
@@ -217,6 +285,16 @@ def kernel_matrix(
         bar.close()
     if processes > 1:
         storage.wait_for(lambda: record.count() >= len(all_tiles), f"all {len(all_tiles)} tiles of {path}")
+    else:
+        # Never return an unfinished kernel: every tile must be computed now or verified before.
+        finished = set(record.done()) if record is not None else good | writer.written
+        missing = sorted(set(all_tiles) - finished)
+        if missing:
+            raise RuntimeError(
+                f"kernel_matrix finished with {len(missing)} of {len(all_tiles)} tiles of "
+                f"{str(path) if path is not None else 'the kernel'} not recorded (e.g. tiles {missing[:3]}); "
+                "the kernel is incomplete, so it is not returned. Run the same call again to compute them."
+            )
     output.close()
     return output.result()
 
@@ -355,9 +433,12 @@ def _plan(
             max_tile = t - 1
 
 
-def _existing(path: Any, record: storage.Record, expected: dict, tile_size: int | None) -> dict | None:
+def _existing(
+    path: Any, record: storage.Record, expected: dict, fresh: probe.Probe, tile_size: int | None
+) -> dict | None:
     """The stored record of `path` if it matches these inputs; else a ValueError, nothing touched."""
     meta = record.load_meta()
+    start_over = f"Pass another `out`, or delete {str(path)!r} and {str(record.dir)!r} to start over."
     if meta is None:
         if path.exists():
             raise ValueError(
@@ -370,13 +451,18 @@ def _existing(path: Any, record: storage.Record, expected: dict, tile_size: int 
         raise ValueError(
             f"`out`={str(path)!r} holds another kernel than these arguments give: "
             + "; ".join(problems)
-            + ". Nothing was overwritten. Pass another `out`, or delete "
-            f"{str(path)!r} and {str(record.dir)!r} to start over."
+            + f". Nothing was overwritten. {start_over}"
         )
-    if tile_size is not None and tile_size != meta.get("tile_size"):
+    changed = probe.mismatch(probe.Probe.from_json(meta["probe"]), fresh, expected["dtype"])
+    if changed:
         raise ValueError(
-            f"`out`={str(path)!r} was started with tile_size={meta.get('tile_size')}, not {tile_size}; "
-            f"pass tile_size={meta.get('tile_size')} (or None) to resume it, or another `out`."
+            f"`out`={str(path)!r} holds another kernel than these arguments give: {changed}. "
+            f"Nothing was overwritten. {start_over}"
+        )
+    if tile_size is not None and tile_size != meta["tile_size"]:
+        raise ValueError(
+            f"`out`={str(path)!r} was started with tile_size={meta['tile_size']}, not {tile_size}; "
+            f"pass tile_size={meta['tile_size']} (or None) to resume it, or another `out`."
         )
     if path.exists():
         header = storage.output_class(path).header(path)
@@ -397,6 +483,7 @@ def _open_output(
     stored: dict | None,
     process: int,
     dtype: np.dtype,
+    fresh: probe.Probe | None,
 ) -> Any:
     """The output to write: created (by process 0), or the existing one of a resumed run."""
     if path is None:
@@ -408,6 +495,7 @@ def _open_output(
             **expected,
             "tile_size": plan.tile,
             "mode": plan.mode,
+            "probe": fresh.to_json(),
         }
         record.write_meta(meta)
         record.clear_done()
@@ -452,16 +540,20 @@ class _Writer:
     record: storage.Record | None
     plan: planning.Plan
     bar: Any
+    check: Callable[[int, int, np.ndarray], None] | None = None  # raises for a tile disagreeing with fn
 
     def __post_init__(self):
         self.queue: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
+        self.written: set[tuple[int, int]] = set()
         self.thread = threading.Thread(target=self._run, name="kernel_matrix-writer", daemon=True)
         self.thread.start()
 
     def put(self, i: int, j: int, tile: np.ndarray) -> None:
         if self.error is not None:
             raise self.error
+        if self.check is not None:
+            self.check(i, j, tile)  # before the tile is written or recorded
         (r0, r1), (c0, c1) = _extent(self.plan, i, j)
         self.queue.put((i, j, np.ascontiguousarray(tile[: r1 - r0, : c1 - c0])))
 
@@ -479,6 +571,7 @@ class _Writer:
                 if self.record is not None:
                     self.output.flush()
                     self.record.mark(i, j, storage.digest(tile), (r0, r1), (c0, c1))
+                self.written.add((i, j))
                 self.bar.update(1)
             except BaseException as e:  # reported to the main thread at its next put or close
                 self.error = e

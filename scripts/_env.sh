@@ -11,7 +11,7 @@ PY="$VENV/bin/python"
 STAMP="$VENV/.nt-pntk-installed"
 if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] || [ "$ROOT/constraints.txt" -nt "$STAMP" ]; then
   "$PY" -m pip install --quiet --upgrade pip
-  "$PY" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[test,bench]"
+  "$PY" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[test,bench,flax,equinox]"
   "$PY" -m pip install --quiet --no-deps -c "$ROOT/constraints.txt" neural-tangents
   touch "$STAMP"
 fi

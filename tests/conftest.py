@@ -34,3 +34,19 @@ def float64():
         yield
     finally:
         jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.fixture
+def count_tiles(monkeypatch):
+    """Counts the tiles `kernel_matrix` records (computed and written) from now on."""
+    from nt_pntk._tiled import storage
+
+    counter = {"tiles": 0}
+    mark = storage.Record.mark
+
+    def counting(self, *args, **kwargs):
+        counter["tiles"] += 1
+        return mark(self, *args, **kwargs)
+
+    monkeypatch.setattr(storage.Record, "mark", counting)
+    return counter

@@ -326,12 +326,48 @@ def test_cli_report_and_comparison(results_dir, tmp_path, capsys):
     assert (csv / f"compare-{COMMIT_A[:8]}-{COMMIT_B[:8]}.csv").is_file()
 
 
-def test_cli_errors(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        cli.main(["bench-report", "--results", str(tmp_path / "missing"), "--plots", ""])
+def _error_line(capsys) -> str:
+    """The command's stderr, which must be exactly one line."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert err.startswith("nt-pntk bench-report: error: "), err
+    return err
+
+
+def test_cli_errors(tmp_path, capsys):
+    missing = tmp_path / "missing"
+    assert cli.main(["bench-report", "--results", str(missing), "--plots", ""]) == 2
+    assert f"--results {missing} is not a folder" in _error_line(capsys)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="no asv results"):
-        cli.main(["bench-report", "--results", str(tmp_path / "empty"), "--plots", ""])
+    assert cli.main(["bench-report", "--results", str(tmp_path / "empty"), "--plots", ""]) == 1
+    err = _error_line(capsys)
+    assert f"no asv results under {tmp_path / 'empty'} yet" in err
+    assert "bash asv_bench/run.sh" in err and "asv_bench/README.md" in err
+
+
+def test_cli_on_a_fresh_checkout_says_how_to_make_results(tmp_path, monkeypatch, capsys):
+    """No asv_bench/results yet (the suite never ran): say so and how to run it, not a traceback."""
+    (tmp_path / "asv_bench").mkdir()
+    (tmp_path / "asv_bench" / "asv.conf.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["bench-report", "--plots", ""]) == 1
+    err = _error_line(capsys)
+    assert f"no asv results yet: {tmp_path / 'asv_bench' / 'results'} does not exist" in err
+    assert "bash asv_bench/run.sh" in err and "asv_bench/README.md" in err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--commit", "ffff"], "--commit ffff: no commits match 'ffff'; the results have: aaaaaaaa"),
+        (["--compare", COMMIT_A[:8], "0000"], "--compare 0000: no commits match '0000'"),
+        (["--threshold", "0.5"], "--threshold must be > 1; got 0.5"),
+        (["--metric", "nosuch"], "--metric nosuch matches no results; the results have ["),
+    ],
+)
+def test_cli_bad_arguments_exit_2(results_dir, capsys, options, message):
+    assert cli.main(["bench-report", "--results", str(results_dir), "--plots", "", *options]) == 2
+    assert message in _error_line(capsys)
 
 
 def test_sweeps_with_too_few_usable_points_are_not_fitted(tmp_path):

@@ -148,6 +148,7 @@ def test_demo_command_end_to_end(tmp_path, capsys):
     assert len(verdicts) == 4, report
 
 
-def test_demo_rejects_bad_arguments():
-    with pytest.raises(SystemExit, match="--n must be between"):
-        cli.main(["demo", "--n", "0"])
+def test_demo_rejects_bad_arguments(capsys):
+    assert cli.main(["demo", "--n", "0"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("nt-pntk demo: error: --n must be between")

@@ -8,6 +8,7 @@ import pytest
 from reference import assert_close, kernel, problem
 
 import nt_pntk
+from nt_pntk import data
 
 FACTORIES = [nt_pntk.empirical_pntk_fn, nt_pntk.empirical_kernel_fn]
 # `empirical_pntk_fn`'s kernel, and each `get` of `empirical_kernel_fn`.
@@ -114,3 +115,31 @@ def test_errors_under_jit():
     pntk_fn = jax.jit(nt_pntk.empirical_pntk_fn(p.f, trace_axes=(-1, 1)))
     with pytest.raises(ValueError, match="`trace_axes` names an axis twice"):
         pntk_fn(p.x1, None, p.params)
+
+
+# --- `nt_pntk.data.one_hot`: labels outside [0, classes) no longer index from the end. ---
+
+
+def test_one_hot_is_centred():
+    expected = np.array([[-0.25, -0.25, 0.75, -0.25], [0.75, -0.25, -0.25, -0.25]], np.float32)
+    np.testing.assert_array_equal(data.one_hot(np.array([2, 0]), 4), expected)
+    # Whole-number floats (labels read from a float file) are the same labels.
+    np.testing.assert_array_equal(data.one_hot(np.array([2.0, 0.0]), 4), expected)
+
+
+@pytest.mark.parametrize(
+    ("labels", "classes", "message"),
+    [
+        ([-1], 10, r"`labels` must be in \[0, 10\) for classes=10; got -1 \(1 label outside, of 1\)"),
+        ([3, 10, 12], 10, r"`labels` must be in \[0, 10\) for classes=10; got 10 \(2 labels outside, of 3\)"),
+        ([0, 1.5], 3, r"`labels` must be integer classes in \[0, 3\); got (np\.float64\()?1\.5"),
+        ([0, np.nan], 3, r"`labels` must be integer classes in \[0, 3\); got (np\.float64\()?nan"),
+        (["a", "b"], 3, r"`labels` must be integer classes in \[0, 3\); got (np\.str_\()?'a'"),
+        ([True, False], 3, r"`labels` must be integer classes in \[0, 3\); got (np\.)?True"),
+        ([0], 0, r"`classes` must be a positive int; got 0"),
+        ([0], 2.0, r"`classes` must be a positive int; got 2\.0"),
+    ],
+)
+def test_one_hot_bad_labels(labels, classes, message):
+    with pytest.raises(ValueError, match=message):
+        data.one_hot(np.array(labels), classes)

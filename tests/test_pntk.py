@@ -176,3 +176,38 @@ def test_summed_logits_fn_keeps_rank():
     fx, gx = p.f(p.params, p.x1), g(p.params, p.x1)
     assert gx.shape == (fx.shape[0], 1, 1)
     assert_close(gx[:, 0, 0], fx.sum(axis=(1, 2)) / np.sqrt(fx.shape[1] * fx.shape[2]))
+
+
+@pytest.mark.parametrize("trace_axes", [(0,), (0, 1)])
+def test_summing_batches_of_different_sizes_is_refused(trace_axes):
+    """Summing over the batch axis pairs x1's and x2's examples: their counts must agree (issue #9)."""
+    p = problem("fc", out=5, n1=6, n2=7)
+    pntk_fn = nt_pntk.empirical_pntk_fn(p.f, trace_axes=trace_axes)
+    with pytest.raises(ValueError, match=r"`trace_axes` has output axis 0, where f\(x1\) and f\(x2\) differ"):
+        pntk_fn(p.x1, p.x2, p.params)
+    # One batch: defined, and equal to the reference ((1/O) Σ of the full eNTK's blocks).
+    expected = pntk_from_full(full_entk_jacobian(p.f, p.x1, p.x1, p.params), trace_axes)
+    assert_close(pntk_fn(p.x1, None, p.params), expected)
+
+
+@pytest.mark.parametrize(
+    ("vmap_axes", "error", "message"),
+    [
+        ("a", TypeError, r"`vmap_axes` must be None, an int .*; got 'a'"),
+        ((0, "b", {}), TypeError, r"`vmap_axes` must be None, an int .*; got \(0, 'b', \{\}\)"),
+        (1.5, TypeError, r"`vmap_axes` must be None"),
+    ],
+)
+def test_vmap_axes_of_the_wrong_type(vmap_axes, error, message):
+    p = problem("fc")
+    for make in (nt_pntk.empirical_pntk_fn, nt_pntk.empirical_kernel_fn, nt_pntk.empirical_trace_fn):
+        with pytest.raises(error, match=message):
+            make(p.f, vmap_axes=vmap_axes)
+
+
+def test_vmap_axes_out_of_range_is_refused_not_wrapped():
+    """NT takes an axis modulo the rank; an input batch axis 5 of rank-4 images is an error here."""
+    p = problem("cnn", n1=3, n2=2)
+    pntk_fn = nt_pntk.empirical_pntk_fn(p.f, vmap_axes=5)
+    with pytest.raises(ValueError, match=r"`vmap_axes` puts the batch axis of an input of shape .* at 5"):
+        pntk_fn(p.x1, p.x2, p.params)

@@ -56,20 +56,6 @@ def reference(p):
     }
 
 
-@pytest.fixture
-def count_tiles(monkeypatch):
-    """Counts the tiles recorded (computed and written) from now on."""
-    counter = {"tiles": 0}
-    mark = storage.Record.mark
-
-    def counting(self, *args, **kwargs):
-        counter["tiles"] += 1
-        return mark(self, *args, **kwargs)
-
-    monkeypatch.setattr(storage.Record, "mark", counting)
-    return counter
-
-
 def record_count(out: Path) -> int:
     return storage.Record(out).count()
 

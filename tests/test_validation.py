@@ -1,13 +1,21 @@
-"""The validation sweep: reduced configuration, report files, resume, bad configs."""
+"""The validation sweep: reduced configuration, report files, resume, bad configs, checked cells."""
 
 import json
+import os
 import shutil
+import stat
 
 import pandas as pd
 import pytest
 
 from nt_pntk import cli
 from nt_pntk.validation import config, fits, report, sweep
+
+
+def _validate(*argv: str) -> int:
+    """`nt-pntk validate ARGV` without the command line's error wrapper, so errors surface as raised."""
+    args = cli.build_parser("validate").parse_args(["validate", *argv])
+    return args._run(args)
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +26,11 @@ def ci_config():
 @pytest.fixture(scope="module")
 def ci_run(ci_config, tmp_path_factory):
     out = tmp_path_factory.mktemp("validate-ci")
-    assert cli.main(["validate", "--config", "ci", "--out", str(out), "--no-progress"]) == 0
+    previous = os.umask(0o022)  # a usual umask: the output must then be 0o644, readable by the group
+    try:
+        assert cli.main(["validate", "--config", "ci", "--out", str(out), "--no-progress"]) == 0
+    finally:
+        os.umask(previous)
     return out
 
 
@@ -86,7 +98,7 @@ def test_resume_after_interruption_gives_the_same_csv(tmp_path, monkeypatch):
 
 
 def test_out_dir_of_another_configuration_is_refused(ci_run, ci_config, tmp_path):
-    shutil.copy(ci_run / "config.json", tmp_path / "config.json")
+    shutil.copytree(ci_run, tmp_path, dirs_exist_ok=True)  # its config record and its cells
     other = config.parse({**_raw(ci_config), "seeds": ci_config.seeds + 1})
     with pytest.raises(ValueError, match="different configuration"):
         sweep.run_sweep(other, tmp_path, progress=False)
@@ -107,7 +119,7 @@ def _raw(cfg):
                 "architecture": s.architecture,
                 "widths": list(s.widths),
                 "outs": list(s.outs),
-                "options": s.options,
+                "options": dict(s.options),  # a copy: tests edit it
             }
             for s in cfg.sweeps
         ],
@@ -140,13 +152,215 @@ def test_bad_top_level_field_is_named(ci_config, change, field):
         config.parse({**_raw(ci_config), **change})
 
 
-def test_bad_config_file_stops_the_command_with_the_field(tmp_path):
+GOOD_SWEEP = '[[sweep]]\narchitecture = "fc"\nwidths = [64, 256]\nouts = [10]\n'
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (
+            'seeds = 2\n[[sweep]]\narchitecture = "fc"\nwidths = [256, 64]\nouts = [10]\n',
+            r"sweep\[0\]\.widths",
+        ),
+        # Unknown keys used to be ignored: 100 training steps instead of 5, a sweep without its typo.
+        ("train_step = 5\n" + GOOD_SWEEP, r"`train_step`.*`train_steps`"),
+        (GOOD_SWEEP + "widthz = [8]\n", r"`sweep\[0\]\.widthz`.*`widths`"),
+        # A builder typo used to pass the check, write config.json, then crash with a TypeError.
+        (GOOD_SWEEP + "options = { depht = 3 }\n", r"`sweep\[0\]\.options\.depht`.*`depth`"),
+        (GOOD_SWEEP.replace('"fc"', '"resnet"') + "options = { depth = 7 }\n", r"`sweep\[0\]\.options`.*18"),
+    ],
+)
+def test_bad_config_file_stops_the_command_before_writing(tmp_path, toml, message):
     bad = tmp_path / "bad.toml"
-    bad.write_text('seeds = 2\n[[sweep]]\narchitecture = "fc"\nwidths = [256, 64]\nouts = [10]\n')
+    bad.write_text(toml)
     out = tmp_path / "out"
-    with pytest.raises(SystemExit, match=r"sweep\[0\]\.widths"):
-        cli.main(["validate", "--config", str(bad), "--out", str(out)])
+    with pytest.raises(config.ConfigError, match=message) as raised:
+        _validate("--config", str(bad), "--out", str(out), "--no-progress")
+    assert raised.value.exit_code == 2
     assert not out.exists()
+
+
+def test_toml_syntax_error_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "broken.toml"
+    bad.write_text("seeds = 2\nn_train = \n" + GOOD_SWEEP)
+    with pytest.raises(config.ConfigError, match=r"broken\.toml.*line 2") as raised:
+        config.load(str(bad))
+    assert raised.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("where", "key", "suggestion"),
+    [("top", "train_step", "train_steps"), ("sweep", "widthz", "widths"), ("options", "depht", "depth")],
+)
+def test_unknown_key_is_named_with_the_closest_and_the_known_keys(ci_config, where, key, suggestion):
+    raw = _raw(ci_config)
+    table = {"top": raw, "sweep": raw["sweep"][0], "options": raw["sweep"][0]["options"]}[where]
+    table[key] = 5
+    prefix = {"top": "", "sweep": r"sweep\[0\]\.", "options": r"sweep\[0\]\.options\."}[where]
+    with pytest.raises(
+        config.ConfigError, match=rf"`{prefix}{key}`.*`{suggestion}`\?.*Known keys: .*{suggestion}"
+    ):
+        config.parse(raw)
+
+
+@pytest.mark.parametrize(
+    ("where", "field"),
+    [("top", f) for f in ("seeds", "n_train", "n_test", "ridge", "train_steps", "learning_rate", "bootstrap")]
+    + [("sweep", f) for f in ("implementation", "n_train", "n_test")]
+    + [("options", "depth")],
+)
+def test_a_bool_is_not_a_number(ci_config, where, field):
+    raw = _raw(ci_config)
+    table = {"top": raw, "sweep": raw["sweep"][0], "options": raw["sweep"][0]["options"]}[where]
+    table[field] = True  # True == 1 in Python: it passed the `implementation in (1, 2, 3)` check
+    with pytest.raises(config.ConfigError, match=rf"{field}` must .*got True"):
+        config.parse(raw)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"slope_band": [True, 2]}, "slope_band"),
+        ({"slope_band": ["-0.6", "-0.4"]}, "slope_band"),
+        ({"ridge": float("nan")}, "ridge"),
+        ({"learning_rate": float("inf")}, "learning_rate"),
+        ({"name": 3}, "name"),
+    ],
+)
+def test_non_numbers_and_non_finite_numbers_are_refused(ci_config, change, field):
+    with pytest.raises(config.ConfigError, match=field):
+        config.parse({**_raw(ci_config), **change})
+
+
+@pytest.mark.parametrize(("change", "field"), [({"widths": [True, 2]}, "widths"), ({"outs": [True]}, "outs")])
+def test_a_bool_is_not_a_width_or_out(ci_config, change, field):
+    raw = _raw(ci_config)
+    raw["sweep"][0].update(change)
+    with pytest.raises(config.ConfigError, match=rf"sweep\[0\]\.{field}"):
+        config.parse(raw)
+
+
+def test_config_check_builds_each_sweeps_model(ci_config, monkeypatch):
+    raw = _raw(ci_config)
+    raw["sweep"].append({"architecture": "resnet", "widths": [4, 8], "outs": [7], "options": {"depth": 34}})
+    built = []
+    get_model = config.models.get_model
+
+    def record(name, **kwargs):
+        built.append((name, kwargs))
+        return get_model(name, **kwargs)
+
+    monkeypatch.setattr(config.models, "get_model", record)
+    config.parse(raw)
+    assert built == [
+        ("fc", {"width": 64, "out": 10, "depth": 3}),
+        ("resnet", {"width": 4, "out": 7, "depth": 34}),
+    ]
+
+
+def test_out_that_is_a_file_is_refused(tmp_path):
+    out = tmp_path / "results.txt"
+    out.write_text("mine")
+    with pytest.raises(sweep.OutDirError, match=r"results\.txt.* is a file") as raised:
+        _validate("--config", "ci", "--out", str(out), "--no-progress")
+    assert raised.value.exit_code == 2
+    assert out.read_text() == "mine"
+
+
+@pytest.mark.parametrize("record", ["{not json", "[1, 2]"])
+def test_corrupt_config_record_is_refused_and_kept(tmp_path, record):
+    (tmp_path / "config.json").write_text(record)
+    with pytest.raises(
+        sweep.OutDirError, match=r"corrupt configuration record .*config\.json.*Delete .*another `--out`"
+    ):
+        sweep.run_sweep(config.parse(MINI), tmp_path, progress=False)
+    assert (tmp_path / "config.json").read_text() == record
+    assert not (tmp_path / "cells").exists()
+
+
+def test_a_record_without_cells_does_not_lock_the_out_dir(tmp_path, monkeypatch):
+    """A run that fails before its first cell leaves only config.json: another configuration may use it."""
+
+    class Failed(Exception):
+        pass
+
+    def fail(cell, cfg):
+        raise Failed
+
+    monkeypatch.setattr(sweep, "measure_cell", fail)
+    first, second = config.parse(MINI), config.parse({**MINI, "seeds": 3})
+    with pytest.raises(Failed):
+        sweep.run_sweep(first, tmp_path, progress=False)
+    with pytest.raises(Failed):  # got past the record check to the measurement
+        sweep.run_sweep(second, tmp_path, progress=False)
+    assert json.loads((tmp_path / "config.json").read_text())["seeds"] == 3
+
+
+def test_output_files_respect_the_umask(ci_run):
+    files = [ci_run / n for n in ("config.json", sweep.RESULTS_CSV, report.SLOPES_CSV, report.REPORT_MD)]
+    files += sorted((ci_run / "cells").glob("*.json")) + sorted(ci_run.glob("*.png"))
+    assert len(files) > 4 + 1
+    assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: 0o644 for f in files}
+
+
+def _first_cell(cfg, out):
+    cell = cfg.cells()[0]
+    return cell, out / "cells" / f"{cell.key}.json"
+
+
+def test_tampered_cell_is_measured_again_not_merged(ci_run, ci_config, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(ci_run, run)
+    cell, path = _first_cell(ci_config, run)
+    stored = json.loads(path.read_text())
+    stored["rows"][0]["err_pntk"] *= 1.5  # an edited number; key and digest left as they were
+    path.write_text(json.dumps(stored))
+
+    measured = []
+    measure = sweep.measure_cell
+
+    def measure_and_record(cell, cfg):
+        measured.append(cell.key)
+        return measure(cell, cfg)
+
+    monkeypatch.setattr(sweep, "measure_cell", measure_and_record)
+    sweep.run_sweep(ci_config, run, progress=False)
+    assert measured == [cell.key]
+    assert str(path) in capsys.readouterr().err
+    assert (run / sweep.RESULTS_CSV).read_bytes() == (ci_run / sweep.RESULTS_CSV).read_bytes()
+    assert sweep.read_cell(path, cell) == json.loads((ci_run / "cells" / path.name).read_text())["rows"]
+
+
+def _rewrite(stored, rows):
+    """A cell file with `rows` and a digest that matches them (only the content checks can catch it)."""
+    return json.dumps({**stored, "rows": rows, "digest": sweep._digest(rows)})
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (lambda s, other: "{cut off", "unreadable"),
+        (lambda s, other: json.dumps(s["rows"]), "not a cell file"),  # the format before digests
+        (lambda s, other: json.dumps({**s, "key": other["key"]}), "holds cell"),
+        (lambda s, other: json.dumps({**s, "digest": "0" * 32}), "digest"),
+        (lambda s, other: _rewrite(s, other["rows"]), "not of this cell"),  # another seed's rows
+        (lambda s, other: _rewrite(s, s["rows"][:1]), "2 rows"),
+        (lambda s, other: _rewrite(s, s["rows"][::-1]), "not of this cell and phase"),
+        (lambda s, other: _rewrite(s, [{**r, "extra": 1.0} for r in s["rows"]]), "columns"),
+        (lambda s, other: _rewrite(s, [{**r, "err_pntk": "0.1"} for r in s["rows"]]), "not a number"),
+    ],
+)
+def test_cell_file_check_refuses(ci_run, ci_config, tmp_path, tamper, reason):
+    cell, path = _first_cell(ci_config, ci_run)
+    stored = json.loads(path.read_text())
+    assert sweep.read_cell(path, cell) == stored["rows"]  # the untouched file passes
+    other_cell = ci_config.cells()[1]
+    assert other_cell.seed != cell.seed
+    other = json.loads((ci_run / "cells" / f"{other_cell.key}.json").read_text())
+    bad = tmp_path / path.name
+    bad.write_text(tamper(stored, other))
+    with pytest.raises(sweep.CellFileError, match=reason):
+        sweep.read_cell(bad, cell)
 
 
 def test_unknown_config_name_lists_the_known_ones():

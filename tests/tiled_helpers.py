@@ -6,6 +6,10 @@ tile 8, pausing after each recorded tile (so a test can kill it mid-run).
 many devices XLA_FLAGS gives, saved with the device count.
 ``python tests/tiled_helpers.py process ID COUNT PORT OUT``: one process of a
 ``jax.distributed`` run writing the symmetric pNTK to OUT.
+``python tests/tiled_helpers.py race OUT_DIR SYNC_DIR CHILD TRIES``: child 0 or 1 of two
+independent runs started together on the same outputs (``k{try}.npy``, then ``k{try}.zarr``),
+meeting the other child at a file barrier in SYNC_DIR before each try; the kernels it got are
+saved to ``SYNC_DIR/result{CHILD}.npz``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import functools
 import sys
 import time
 import types
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -22,6 +27,17 @@ import nt_pntk
 from nt_pntk import models
 
 N1, N2, TILE = 37, 21, 8
+RACE_N = 40
+RTOL = 3e-6  # float32 Gram sums in another order than NT's contraction, relative to the largest entry
+
+
+def assert_close(actual, expected, rtol: float = RTOL) -> None:
+    """Equal up to `rtol` times the largest entry of `expected`, and finite."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape
+    assert np.all(np.isfinite(actual))
+    scale = np.abs(expected).max()
+    assert np.abs(actual - expected).max() <= rtol * scale, np.abs(actual - expected).max() / scale
 
 
 def row_reuse_budget() -> int:
@@ -80,6 +96,36 @@ def _slow_run(out: str) -> None:
     kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=out, tile_size=TILE, progress=False)
 
 
+def race_inputs() -> np.ndarray:
+    return np.random.default_rng(1).normal(size=(RACE_N, 8, 8, 1)).astype(np.float32)
+
+
+def _barrier(sync: Path, name: str, child: int, timeout: float = 120.0) -> None:
+    """Returns once both children have reached `name`: the runs then start within milliseconds."""
+    (sync / f"{name}.{child}").touch()
+    deadline = time.monotonic() + timeout
+    while not (sync / f"{name}.{1 - child}").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the other child did not reach {name} in {timeout} s")
+        time.sleep(0.002)
+
+
+def _race(out_dir: str, sync_dir: str, child: int, tries: int) -> None:
+    from nt_pntk.tiled import kernel_matrix
+
+    p, x = problem(), race_inputs()
+    kernels = {}
+    for suffix in (".npy", ".zarr"):
+        for t in range(tries):
+            name = f"k{t}{suffix}"
+            _barrier(Path(sync_dir), name, child)
+            k = kernel_matrix(
+                p.pntk_fn, x, None, p.params, out=Path(out_dir) / name, tile_size=TILE, progress=False
+            )
+            kernels[name] = np.array(k[:])
+    np.savez(Path(sync_dir) / f"result{child}.npz", **kernels)
+
+
 def _process(process_id: int, count: int, port: int, out: str) -> None:
     jax.distributed.initialize(f"localhost:{port}", num_processes=count, process_id=process_id)
     from nt_pntk.tiled import kernel_matrix
@@ -102,5 +148,7 @@ if __name__ == "__main__":
         np.savez(rest[0], device_count=len(jax.devices()), **device_results())
     elif command == "process":
         _process(int(rest[0]), int(rest[1]), int(rest[2]), rest[3])
+    elif command == "race":
+        _race(rest[0], rest[1], int(rest[2]), int(rest[3]))
     else:
         raise SystemExit(f"unknown command {command!r}")

@@ -61,7 +61,10 @@ def jacobian_features_fn(
         at 0 and ``kwargs_axes`` must not batch any keyword argument. Examples
         are always taken one at a time, so with ``None`` the network must treat
         examples independently (as every ``stax`` network does, and as any
-        tiling of the kernel assumes).
+        tiling of the kernel assumes). Axes that are not ints raise a
+        `TypeError` here; an int axis outside an input's or the output's rank
+        raises a `ValueError` when ``features`` is called (NT would take it
+        modulo the rank).
       pseudo: True for the pNTK (F = ∂(Σ_o f_o / √R)/∂θ), False for NT's eNTK
         with the output axes traced (F = [J_o]_o / √R).
 
@@ -71,14 +74,15 @@ def jacobian_features_fn(
     """
     trace_axes = _checks.axes_tuple("trace_axes", trace_axes)
     diagonal_axes = _checks.axes_tuple("diagonal_axes", diagonal_axes)
+    check_vmap_axes(vmap_axes)
 
     def features(x: PyTree, params: PyTree, **apply_fn_kwargs) -> list[jax.Array]:
-        out_axis = _batch_output_axis(vmap_axes)
+        _check_input_axes(vmap_axes, x)
         fx = jax.eval_shape(lambda p, x_: f(p, x_, **apply_fn_kwargs), params, x)
         if not isinstance(fx, jax.ShapeDtypeStruct):
             raise NotAGramKernel("the network's output is a PyTree; its kernel is a PyTree of kernels")
         ndim = len(fx.shape)
-        out_axis %= max(ndim, 1)
+        out_axis = _batch_output_axis(vmap_axes, ndim)
         traced, diagonal = _checks.normalize_output_axes(trace_axes, diagonal_axes, ndim)
         if diagonal or set(traced) != set(range(ndim)) - {out_axis}:
             raise NotAGramKernel(
@@ -158,23 +162,55 @@ def with_jacobian_features(
     return wrapped
 
 
-def _batch_output_axis(vmap_axes: Any) -> int:
-    """The batch axis of the output, or `NotAGramKernel` for axes the features do not handle."""
+def check_vmap_axes(vmap_axes: Any) -> None:
+    """A `TypeError` for a `vmap_axes` that NT cannot use (see `_checks.vmap_axes`)."""
+    _checks.vmap_axes(vmap_axes)
+
+
+def _split_vmap_axes(vmap_axes: Any) -> tuple[Any, Any, Any]:
+    if isinstance(vmap_axes, tuple) and len(vmap_axes) == 3:
+        return vmap_axes
+    return vmap_axes, vmap_axes, {}
+
+
+def _check_range(vmap_axes: Any, axis: int, ndim: int, what: str) -> None:
+    # NT takes axes modulo the rank, so an axis 5 of a rank-2 output would silently mean axis 1.
+    if not -ndim <= axis < ndim:
+        raise ValueError(
+            f"`vmap_axes`={vmap_axes!r} puts the batch axis of {what} of rank {ndim} at {axis}, out of "
+            f"range; use an axis in [{-ndim}, {ndim}) (e.g. vmap_axes=0 when examples are along axis 0)."
+        )
+
+
+def _check_input_axes(vmap_axes: Any, x: PyTree) -> None:
+    """A `ValueError` for an int input batch axis outside the rank of an input."""
+    if vmap_axes is None:
+        return
+    in_axes, _, _ = _split_vmap_axes(vmap_axes)
+    if _checks.is_int(in_axes):
+        for leaf in jax.tree_util.tree_leaves(x):
+            _check_range(vmap_axes, int(in_axes), max(len(leaf.shape), 1), "the input")
+
+
+def _batch_output_axis(vmap_axes: Any, ndim: int) -> int:
+    """The batch axis of an output of rank `ndim` (in [0, ndim)); `NotAGramKernel` for axes the
+    features do not handle, a `ValueError` for an axis out of range."""
     if vmap_axes is None:
         return 0
-    if isinstance(vmap_axes, int) and not isinstance(vmap_axes, bool):
-        in_axes, out_axes, kwargs_axes = vmap_axes, vmap_axes, {}
-    elif isinstance(vmap_axes, tuple) and len(vmap_axes) == 3:
-        in_axes, out_axes, kwargs_axes = vmap_axes
-    else:
-        raise NotAGramKernel(f"vmap_axes={vmap_axes!r} is not None, an int or a triple")
-    if any(a != 0 for a in jax.tree_util.tree_leaves(in_axes)):
+    in_axes, out_axes, kwargs_axes = _split_vmap_axes(vmap_axes)
+    if _checks.is_int(out_axes):
+        _check_range(vmap_axes, int(out_axes), max(ndim, 1), "the network's output")
+    if _checks.is_int(in_axes):
+        # An in-range int axis (checked by `_check_input_axes`); the features take examples along 0.
+        if int(in_axes) != 0:
+            raise NotAGramKernel(f"inputs batched along axis {in_axes!r}; kernel_matrix tiles axis 0")
+    elif any(a != 0 for a in jax.tree_util.tree_leaves(in_axes)):
         raise NotAGramKernel(f"inputs batched along axes {in_axes!r}; kernel_matrix tiles axis 0")
     if any(a is not None for a in jax.tree_util.tree_leaves(kwargs_axes or {})):
         raise NotAGramKernel(f"keyword arguments batched along {kwargs_axes!r}")
-    if not isinstance(out_axes, int):
+    if not _checks.is_int(out_axes):
         raise NotAGramKernel(f"output batch axes {out_axes!r} are not one int")
-    return out_axes
+    return int(out_axes) % max(ndim, 1)
 
 
 def _describe(f: Callable) -> str:

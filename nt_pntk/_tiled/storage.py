@@ -1,19 +1,26 @@
-"""Where the kernel goes (memory, ``.npy``, ``.zarr``), the finished-tile record, and input fingerprints.
+"""Where the kernel goes (memory, ``.npy``, ``.zarr``), the finished-tile record, the lock, and fingerprints.
 
 The record of an output ``k.npy`` (or ``k.zarr``) is the sidecar directory
 ``k.npy.tiles/``:
 
-* ``meta.json``: format version, shape, dtype, tile size, mode, and the
-  fingerprint of the inputs (digests of x1, x2, params, the keyword arguments,
-  and the kernel function's name and configuration);
+* ``meta.json``: format version, shape, dtype, tile size, mode, the
+  fingerprint of the inputs (digests of x1, x2, params and the keyword
+  arguments), the probe (a few kernel entries computed by the kernel function
+  itself, see ``probe``) and, as information only, the function's name and a
+  digest of its jaxpr;
 * ``done/{i}_{j}.json``: one marker per finished tile (row block i, column
-  block j), written (atomically: a temporary file, then ``os.replace``) only
-  after the tile's data, and its mirror image below the diagonal, are written
-  and flushed (``fdatasync`` for ``.npy``). It holds a BLAKE2b digest of the
-  tile's bytes, checked again before a resumed run trusts the tile.
+  block j), written (atomically: a temporary file, fsynced, then ``os.replace``)
+  only after the tile's data, and its mirror image below the diagonal, are
+  written and flushed (``fdatasync`` for ``.npy``). It holds a BLAKE2b digest
+  of the tile's bytes, checked again before a resumed run trusts the tile.
 
 A tile whose marker is missing, unreadable, or whose bytes no longer match the
-digest is computed again; finished tiles are never recomputed.
+digest is computed again; finished tiles are never recomputed. Deleting
+``done/`` resets the progress (every tile is computed again).
+
+``k.npy.lock`` (beside the output) is the lock a run holds (``flock``) from
+before it reads the record until it returns; it holds the holder's pid and
+host, and is removed when the run ends.
 """
 
 from __future__ import annotations
@@ -23,14 +30,25 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (documented)
+    fcntl = None
 
 import jax
 import numpy as np
 
-FORMAT = "nt_pntk.kernel_matrix/1"
+from nt_pntk import _checks
+
+FORMAT = "nt_pntk.kernel_matrix/2"  # 2: the kernel is identified by probe entries, not its name
+MODES = ("features", "direct")
 SUFFIXES = (".npy", ".zarr")
 
 
@@ -78,6 +96,7 @@ class Record:
         self.done_dir = self.dir / "done"
 
     def load_meta(self) -> dict | None:
+        """The record's meta.json, checked field by field (a `ValueError` if damaged), or None."""
         try:
             with open(self.meta_path) as f:
                 meta = json.load(f)
@@ -89,15 +108,23 @@ class Record:
                 "nothing was overwritten. Delete the output and its .tiles directory to start over."
             ) from e
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else None
             raise ValueError(
-                f"{str(self.meta_path)!r} is not a record of nt_pntk.kernel_matrix (format "
-                f"{FORMAT!r}); nothing was overwritten. Choose another `out`."
+                f"{str(self.meta_path)!r} is not a record of this version of nt_pntk.kernel_matrix (format "
+                f"{found!r}, expected {FORMAT!r}); nothing was overwritten. Choose another `out`, or delete "
+                f"{str(self.out)!r} and {str(self.dir)!r} to start over."
+            )
+        problem = _meta_problem(meta)
+        if problem:
+            raise ValueError(
+                f"The tile record {str(self.meta_path)!r} of `out`={str(self.out)!r} is damaged: {problem}; "
+                f"nothing was overwritten. Delete {str(self.out)!r} and {str(self.dir)!r} to start over."
             )
         return meta
 
     def write_meta(self, meta: dict) -> None:
         self.done_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.meta_path, json.dumps(meta, indent=1, sort_keys=True))
+        _atomic_write(self.meta_path, json.dumps(meta, indent=1, sort_keys=True), sync_dir=True)
 
     def clear_done(self) -> None:
         shutil.rmtree(self.done_dir, ignore_errors=True)
@@ -128,7 +155,11 @@ class Record:
 
     def mark(self, i: int, j: int, tile_digest: str, rows: tuple[int, int], cols: tuple[int, int]) -> None:
         marker = {"i": i, "j": j, "rows": list(rows), "cols": list(cols), "blake2b": tile_digest}
-        _atomic_write(self.done_dir / f"{i}_{j}.json", json.dumps(marker))
+        try:
+            _atomic_write(self.done_dir / f"{i}_{j}.json", json.dumps(marker))
+        except FileNotFoundError:  # done/ was deleted (to reset the progress): recreate it
+            self.done_dir.mkdir(parents=True, exist_ok=True)
+            _atomic_write(self.done_dir / f"{i}_{j}.json", json.dumps(marker))
 
     def forget(self, i: int, j: int) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -141,11 +172,78 @@ class Record:
             return 0
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def _atomic_write(path: Path, text: str, sync_dir: bool = False) -> None:
+    """`text` into `path` whole or not at all: a temporary file, fsynced, then renamed into place.
+
+    Created with mode 0o644 (less the umask), so that a group sharing the output can read it.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            data = memoryview(text.encode())
+            while len(data):
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if sync_dir:
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Makes a rename in `directory` durable (best effort: not every file system allows it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _meta_problem(meta: dict) -> str | None:
+    """What is wrong with the fields of a stored meta.json, in words, or None."""
+    shape = meta.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(_checks.is_int(n) and n >= 1 for n in shape)):
+        return f"shape is {shape!r}, not a list of two positive ints"
+    dtype = meta.get("dtype")
+    try:
+        if not isinstance(dtype, str):
+            raise TypeError
+        np.dtype(dtype)
+    except TypeError:
+        return f"dtype is {dtype!r}, not the name of a NumPy dtype"
+    if not isinstance(meta.get("symmetric"), bool):
+        return f"symmetric is {meta.get('symmetric')!r}, not true or false"
+    if meta["symmetric"] and shape[0] != shape[1]:
+        return f"symmetric is true but shape {shape} is not square"
+    if meta.get("mode") not in MODES:
+        return f"mode is {meta.get('mode')!r}, not one of {list(MODES)}"
+    tile = meta.get("tile_size")
+    if not (_checks.is_int(tile) and 1 <= tile <= max(shape)):
+        return f"tile_size is {tile!r}, not an int in [1, {max(shape)}] (the largest side of the kernel)"
+    fingerprint = meta.get("fingerprint")
+    if not (isinstance(fingerprint, dict) and all(isinstance(v, str) for v in fingerprint.values())):
+        return f"fingerprint is {fingerprint!r}, not a dict of digests"
+    probe = meta.get("probe")
+    if not isinstance(probe, dict):
+        return f"probe is {probe!r}, not a dict"
+    rows, cols, values = probe.get("rows"), probe.get("cols"), probe.get("values")
+    for name, index, n in (("rows", rows, shape[0]), ("cols", cols, shape[1])):
+        if not (isinstance(index, list) and index and all(_checks.is_int(r) and 0 <= r < n for r in index)):
+            return f"probe {name} is {index!r}, not a list of indices in [0, {n})"
+    if not (
+        isinstance(values, list)
+        and len(values) == len(rows) * len(cols)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    ):
+        return f"probe values are {values!r}, not {len(rows) * len(cols)} numbers"
+    return None
 
 
 def describe_mismatch(meta: dict, expected: dict) -> list[str]:
@@ -333,14 +431,19 @@ def output_class(path: Path) -> type:
 
 
 def create_output(path: Path, shape: tuple[int, int], dtype: np.dtype, tile: int) -> None:
-    """Creates the output under a temporary name, then renames it into place."""
+    """Creates the output under a temporary name, then renames it into place (no temporary left)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
     remove(tmp)
-    if path.suffix == ".npy":
-        NpyOutput.create(tmp, shape, dtype)
-    else:
-        ZarrOutput.create(tmp, shape, dtype, tile)
-    os.replace(tmp, path)
+    try:
+        if path.suffix == ".npy":
+            NpyOutput.create(tmp, shape, dtype)
+        else:
+            ZarrOutput.create(tmp, shape, dtype, tile)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            remove(tmp)
+        raise
 
 
 def remove(path: Path) -> None:
@@ -357,3 +460,63 @@ def wait_for(condition: Any, what: str, timeout: float = 3600.0, poll: float = 0
         if time.monotonic() > deadline:
             raise TimeoutError(f"waited {timeout:.0f} s for {what}")
         time.sleep(poll)
+
+
+class OutputLock:
+    """An exclusive ``flock`` on ``<out>.lock`` while one run reads, computes and returns `out`.
+
+    A second run on the same output waits (after calling `announce` with who
+    holds it) until the first returns or dies (the kernel releases a dead
+    process's lock). The file holds the holder's pid and host; the holder
+    removes it when done. A waiter that wakes on a removed file takes the lock
+    again on the current one (the inode check), so two runs never both hold it.
+    Without ``fcntl`` (not POSIX) it does nothing.
+    """
+
+    def __init__(self, out: Path, announce: Callable[[str], None]):
+        self.out = out
+        self.path = Path(str(out) + ".lock")
+        self.announce = announce
+        self.fd: int | None = None
+
+    def __enter__(self) -> OutputLock:
+        if fcntl is None:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
+                    self.announce(
+                        f"kernel_matrix: `out`={str(self.out)!r} is being computed by {holder} (lock file "
+                        f"{str(self.path)!r}); waiting until it finishes, then this run returns its kernel "
+                        "or resumes it."
+                    )
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                if self._is_current(fd):
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+                    self.fd = fd
+                    return self
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # the holder removed the file we waited on: lock the current one
+
+    def _is_current(self, fd: int) -> bool:
+        try:
+            here = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (here.st_ino, here.st_dev) == (mine.st_ino, mine.st_dev)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)  # while still holding it, so no one can lock this inode afterwards
+            os.close(self.fd)
+            self.fd = None

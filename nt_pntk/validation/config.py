@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import inspect
 import itertools
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,10 +22,26 @@ from nt_pntk import models
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "validation" / "configs"
 DATASETS = ("digits", "synthetic")
 PHASES = ("init", "trained")
+#: Every key a configuration's top level and each [[sweep]] table may have; any other is an error.
+TOP_LEVEL_KEYS = (
+    "name",
+    "seeds",
+    "n_train",
+    "n_test",
+    "ridge",
+    "train_steps",
+    "learning_rate",
+    "bootstrap",
+    "slope_band",
+    "sweep",
+)
+SWEEP_KEYS = ("architecture", "widths", "outs", "data", "options", "n_train", "n_test", "implementation")
 
 
 class ConfigError(ValueError):
     """A configuration field is missing or invalid; the message names the field."""
+
+    exit_code = 2  # a usage error: the command line's wrapper exits with 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +123,7 @@ def resolve(config: str) -> Path:
     path = Path(config)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
-            raise ConfigError(f"`--config` file {config!r} does not exist.")
+            raise ConfigError(f"`--config` file {config!r} does not exist (or is not a file).")
         return path
     named = CONFIG_DIR / f"{config}.toml"
     if not named.is_file():
@@ -117,25 +136,40 @@ def load(config: str) -> Config:
     """Reads and validates a configuration by name or path.
 
     Raises:
-      ConfigError: naming the first bad field.
+      ConfigError: naming the file and line of a TOML syntax error, or the first bad field.
     """
     path = resolve(config)
-    with open(path, "rb") as f:
-        raw = tomllib.load(f)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        # tomllib's message carries the line and column.
+        raise ConfigError(f"`--config` file {str(path)!r} is not valid TOML: {e}.") from None
     return parse(raw, default_name=path.stem)
 
 
 def parse(raw: dict[str, Any], default_name: str = "custom") -> Config:
-    """Validates a configuration dictionary (the parsed TOML)."""
+    """Validates a configuration dictionary (the parsed TOML).
+
+    Every key must be known (top level, each [[sweep]] table and its `options`),
+    every number must be a number (not a bool) in range, and every sweep's model
+    is built (no parameters are initialized) so that bad builder options stop here.
+
+    Raises:
+      ConfigError: naming the first bad field, what it got and what would work.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"A configuration must be a table of fields; got {raw!r}.")
+    _check_keys(raw, TOP_LEVEL_KEYS, "", "the top level of the configuration")
     sweeps_raw = _field(raw, "sweep", list)
     if not sweeps_raw:
         raise ConfigError("`sweep` must list at least one [[sweep]] table.")
     sweeps = tuple(_parse_sweep(s, f"sweep[{i}]") for i, s in enumerate(sweeps_raw))
-    band = tuple(float(b) for b in raw.get("slope_band", (-0.65, -0.35)))
-    if len(band) != 2 or not band[0] < band[1]:
-        raise ConfigError(f"`slope_band` must be [low, high] with low < high; got {band!r}.")
+    name = raw.get("name", default_name)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"`name` must be a non-empty string; got {name!r}.")
     cfg = Config(
-        name=str(raw.get("name", default_name)),
+        name=name,
         seeds=_positive(raw, "seeds", int, 5),
         n_train=_positive(raw, "n_train", int, 64),
         n_test=_positive(raw, "n_test", int, 64),
@@ -143,7 +177,7 @@ def parse(raw: dict[str, Any], default_name: str = "custom") -> Config:
         train_steps=_nonnegative_int(raw, "train_steps", 100),
         learning_rate=_positive(raw, "learning_rate", float, 0.5),
         bootstrap=_positive(raw, "bootstrap", int, 1000),
-        slope_band=band,
+        slope_band=_slope_band(raw.get("slope_band", [-0.65, -0.35])),
         sweeps=sweeps,
     )
     for where, n_train, n_test in [("", cfg.n_train, cfg.n_test)] + [
@@ -157,9 +191,28 @@ def parse(raw: dict[str, Any], default_name: str = "custom") -> Config:
     return cfg
 
 
+def _check_keys(raw: dict, known: tuple[str, ...] | list[str], prefix: str, where: str) -> None:
+    """An unknown key is an error naming it, where it is, the closest known key and all of them."""
+    for key in raw:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        raise ConfigError(
+            f"`{prefix}{key}` is not a known key of {where}.{hint} Known keys: {', '.join(known)}."
+        )
+
+
+def _builder_options(architecture: str) -> list[str]:
+    """The zoo builder's keyword options (everything after `width` and `out`)."""
+    parameters = inspect.signature(models.MODELS[architecture]).parameters.values()
+    return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
 def _parse_sweep(raw: Any, where: str) -> Sweep:
     if not isinstance(raw, dict):
         raise ConfigError(f"`{where}` must be a table; got {raw!r}.")
+    _check_keys(raw, SWEEP_KEYS, f"{where}.", f"a [[sweep]] table ({where})")
     arch = _field(raw, "architecture", str, where)
     if arch not in models.MODELS:
         raise ConfigError(f"`{where}.architecture` must be one of {sorted(models.MODELS)}; got {arch!r}.")
@@ -170,19 +223,44 @@ def _parse_sweep(raw: Any, where: str) -> Sweep:
     data = raw.get("data", "digits")
     if data not in DATASETS:
         raise ConfigError(f"`{where}.data` must be one of {DATASETS}; got {data!r}.")
-    options = raw.get("options", {})
-    if not isinstance(options, dict):
-        raise ConfigError(f"`{where}.options` must be a table of builder options; got {options!r}.")
+    options = _options(raw.get("options", {}), arch, widths[0], outs[0], where)
     sizes = {}
     for name in ("n_train", "n_test"):
         if name in raw:
             sizes[name] = _positive(raw, name, int, None, where)
     implementation = raw.get("implementation", 3)
-    if implementation not in (1, 2, 3):
+    if (
+        isinstance(implementation, bool)
+        or not isinstance(implementation, int)
+        or implementation not in (1, 2, 3)
+    ):
         raise ConfigError(
-            f"`{where}.implementation` must be 1, 2 or 3 (an NT implementation); got {implementation!r}."
+            f"`{where}.implementation` must be the integer 1, 2 or 3 (an NT implementation); "
+            f"got {implementation!r}."
         )
-    return Sweep(arch, widths, outs, data, dict(options), implementation=implementation, **sizes)
+    return Sweep(arch, widths, outs, data, options, implementation=implementation, **sizes)
+
+
+def _options(options: Any, arch: str, width: int, out: int, where: str) -> dict[str, Any]:
+    """The builder's options, checked by name, type, and by building the first cell's model."""
+    label = f"{where}.options"
+    if not isinstance(options, dict):
+        raise ConfigError(f"`{label}` must be a table of builder options; got {options!r}.")
+    known = _builder_options(arch)
+    builder = f"the {arch!r} builder (nt_pntk.models.{models.MODELS[arch].__name__})"
+    if options and not known:
+        raise ConfigError(f"`{label}` must be empty: {builder} takes no options; got {options!r}.")
+    _check_keys(options, known, f"{label}.", builder)
+    for key, value in options.items():
+        # Every zoo option counts layers, blocks or groups (a bool would pass as 0 or 1).
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"`{label}.{key}` must be an integer >= 1; got {value!r}.")
+    try:
+        # Builds the stax layers only (no parameters): cheap, and catches what the builder refuses.
+        models.get_model(arch, width=width, out=out, **options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"`{label}` = {options!r} does not build a {arch!r} model: {e}") from None
+    return dict(options)
 
 
 def _field(raw: dict, name: str, kind: type, where: str = "") -> Any:
@@ -201,11 +279,16 @@ def _int_list(raw: dict, name: str, where: str) -> tuple[int, ...]:
     return tuple(values)
 
 
+def _is_number(value: Any) -> bool:
+    """A finite int or float; a bool is not a number here (True == 1 in Python)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def _positive(raw: dict, name: str, kind: type, default: Any, where: str = "") -> Any:
     label = f"{where}.{name}" if where else name
     value = raw.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"`{label}` must be a positive number; got {value!r}.")
+    if not _is_number(value) or value <= 0:
+        raise ConfigError(f"`{label}` must be a positive finite number; got {value!r}.")
     if kind is int and not isinstance(value, int):
         raise ConfigError(f"`{label}` must be an integer; got {value!r}.")
     return kind(value)
@@ -216,3 +299,16 @@ def _nonnegative_int(raw: dict, name: str, default: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(f"`{name}` must be an integer >= 0; got {value!r}.")
     return value
+
+
+def _slope_band(band: Any) -> tuple[float, float]:
+    if (
+        not isinstance(band, (list, tuple))
+        or len(band) != 2
+        or not all(_is_number(b) for b in band)
+        or not band[0] < band[1]
+    ):
+        raise ConfigError(
+            f"`slope_band` must be [low, high], two finite numbers with low < high; got {band!r}."
+        )
+    return float(band[0]), float(band[1])

@@ -1,0 +1,117 @@
+"""Every route to every kernel against per-example gradients (see `differential`).
+
+Three tiers: the cases that were wrong before issue #9's fixes run always; the
+pairwise design (every pair of values of two dimensions in some case, about 60
+cases, minutes) is marked ``slow`` and runs in CI's full run; the sweep (every
+architecture × kernel × implementation × route × jit, about 1,200 cases, an hour
+or more) is marked ``sweep``, left out unless asked for: ``nox -s differential``
+or ``pytest -m sweep tests/test_differential.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from differential import (
+    DIMENSIONS,
+    RTOL,
+    Case,
+    all_cases,
+    inputs,
+    kernel_function,
+    network,
+    pairwise_cases,
+    reference_kernel,
+    relative_error,
+    run_case,
+)
+
+import nt_pntk
+
+# Wrong before the fixes of issue #9: jaxlib 0.10.2 miscompiled the pNTK's readout under jit
+# (STRUCTURED_DERIVATIVES, 64 or more examples); JAX 0.10's `slice` broke STRUCTURED_DERIVATIVES
+# for the single-logit kernel.
+REGRESSIONS = (
+    Case("cnn_gap", "pntk", 3, 0, True, "other", "large", "direct"),
+    Case("cnn_gap", "pntk", 3, 0, False, "other", "large", "nt.batch"),
+    Case("mlp", "single_logit", 3, 0, False, "none", "small", "direct"),
+)
+PAIRWISE = pairwise_cases(REGRESSIONS)
+SWEEP = [case for case in all_cases() if case not in set(PAIRWISE)]
+
+
+def _check(case: Case) -> None:
+    expected = reference_kernel(case.architecture, case.kernel, case.size, case.x2)
+    got = run_case(case)
+    error = relative_error(got, expected)
+    assert error < RTOL, f"{case.id}: relative error {error:.3g}"
+
+
+@pytest.mark.parametrize("case", REGRESSIONS, ids=lambda c: c.id)
+def test_route_that_was_wrong_matches_reference(case: Case):
+    _check(case)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [c for c in PAIRWISE if c not in REGRESSIONS], ids=lambda c: c.id)
+def test_route_matches_reference(case: Case):
+    _check(case)
+
+
+@pytest.mark.sweep
+@pytest.mark.parametrize("case", SWEEP, ids=lambda c: c.id)
+def test_route_matches_reference_sweep(case: Case):
+    _check(case)
+
+
+def test_fast_cases_cover_every_pair():
+    """The design itself: each value of each dimension meets each value of each other one."""
+    assert set(REGRESSIONS) <= set(PAIRWISE)
+    names = list(DIMENSIONS)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            seen = {(getattr(c, a), getattr(c, b)) for c in PAIRWISE}
+            for va in DIMENSIONS[a]:
+                for vb in DIMENSIONS[b]:
+                    if {a, b} == {"kernel", "route"} and "entk" in (va, vb) and "kernel_matrix" in (va, vb):
+                        continue
+                    assert (va, vb) in seen, (a, va, b, vb)
+
+
+def test_reference_catches_a_wrong_kernel():
+    """The comparison can fail: the trace is not the pNTK, and a 1% change is seen."""
+    trace = reference_kernel("mlp", "trace", "small", "none")
+    pntk = reference_kernel("mlp", "pntk", "small", "none")
+    assert relative_error(trace, pntk) > 100 * RTOL
+    assert relative_error(pntk * 1.01, pntk) > 10 * RTOL
+
+
+def test_reference_pntk_is_the_ntk_of_summed_logits():
+    """Two definitions of the reference agree: Σ blocks / O, and ∇(Σ_o f_o / √O) Gram."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    net = network("cnn_gap")
+    x1, _ = inputs("cnn_gap", "small")
+    jax.config.update("jax_enable_x64", True)
+    try:
+        flat, unravel = ravel_pytree(jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), net.params))
+
+        def g(theta, example):
+            return jnp.sum(net.apply_fn(unravel(theta), example[None])) / np.sqrt(10)
+
+        grads = np.asarray(jax.vmap(jax.grad(g), in_axes=(None, 0))(flat, jnp.asarray(x1, jnp.float64)))
+    finally:
+        jax.config.update("jax_enable_x64", False)
+    expected = reference_kernel("cnn_gap", "pntk", "small", "none")
+    np.testing.assert_allclose(grads @ grads.T, expected, rtol=1e-10, atol=1e-12 * np.abs(expected).max())
+
+
+def test_kernel_matrix_refuses_the_full_entk():
+    """The one excluded pair: kernel_matrix tiles (N1, N2) kernels and says so for the eNTK."""
+    case = Case("mlp", "entk", 1, 0, False, "none", "small", "kernel_matrix")
+    fn = kernel_function(case)
+    x1, _ = inputs("mlp", "small")
+    with pytest.raises(ValueError, match=r"\(n1, n2\) array"):
+        nt_pntk.kernel_matrix(fn, x1, None, network("mlp").params, progress=False)
