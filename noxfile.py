@@ -71,4 +71,4 @@ def newest(session: nox.Session) -> None:
 def differential(session: nox.Session, stack: str) -> None:
     """The differential test matrix's full sweep (about 1,200 cases; an hour or more on 2 cores)."""
     _install(session, stack)
-    _test(session, "-m", "sweep", "tests/test_differential.py")
+    _test(session, "--sweep", "-m", "sweep", "tests/test_differential.py")

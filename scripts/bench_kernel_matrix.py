@@ -173,9 +173,10 @@ def setup(spec: dict):
     import jax
 
     import nt_pntk
-    from nt_pntk import _kernel_cmd, models
+    from nt_pntk.cli import kernel as _kernel_cmd
+    from nt_pntk.experiments import models
 
-    model = models.get_model("fc", width=spec["width"], out=10, depth=spec["depth"])
+    model = models.get_model("fc", width=spec["width"], outputs=10, depth=spec["depth"])
     x = _kernel_cmd.digits(spec["n"], seed=0)
     _, params = model.init_fn(jax.random.PRNGKey(0), (-1, *x.shape[1:]))
     return model, x, params, nt_pntk.empirical_pntk_fn(model.apply_fn, vmap_axes=0)
@@ -192,7 +193,7 @@ def child(spec: dict) -> dict:
         return row
     start, cpu_start = time.perf_counter(), time.process_time()
     if spec["kind"] == "ours":
-        from nt_pntk._tiled import compute
+        from nt_pntk._src.tiled import compute
         from nt_pntk.tiled import kernel_matrix
 
         plans = []
@@ -235,9 +236,9 @@ def floor(pntk_fn, x, params, n: int, block: int = 1024, repeats: int = 3) -> tu
     import jax
     import numpy as np
 
-    from nt_pntk._tiled import compute
+    from nt_pntk._src.tiled import compute
 
-    features = pntk_fn.jacobian_features
+    features = pntk_fn.features_fn()
     jac = jax.jit(lambda p, xb: list(features(xb, p)))
     gram = jax.jit(compute.gram)
     xa = jax.device_put(np.asarray(x[:block]))

@@ -39,7 +39,7 @@ def float64():
 @pytest.fixture
 def count_tiles(monkeypatch):
     """Counts the tiles `kernel_matrix` records (computed and written) from now on."""
-    from nt_pntk._tiled import storage
+    from nt_pntk._src.tiled import storage
 
     counter = {"tiles": 0}
     mark = storage.Record.mark
@@ -50,3 +50,21 @@ def count_tiles(monkeypatch):
 
     monkeypatch.setattr(storage.Record, "mark", counting)
     return counter
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--sweep",
+        action="store_true",
+        help="also run the differential test matrix's full sweep (about 1,200 cases; `nox -s differential`)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """The sweep runs only with --sweep, whatever -m says (so `-m "not slow"` stays quick)."""
+    if config.getoption("--sweep"):
+        return
+    sweep = [item for item in items if item.get_closest_marker("sweep")]
+    if sweep:
+        config.hook.pytest_deselected(items=sweep)
+        items[:] = [item for item in items if not item.get_closest_marker("sweep")]

@@ -37,7 +37,8 @@ import nt_pntk
 import neural_tangents as nt
 from neural_tangents import stax
 
-from nt_pntk import approximations, models
+from nt_pntk import approximations
+from nt_pntk.experiments import models
 
 OUTPUTS = 10  # O: the jaxlib 0.10.2 miscompile (issue #9) shows at O = 10, not at O = 1 or 64
 LOGIT = 3  # the single-logit kernel's k
@@ -217,7 +218,7 @@ def network(architecture: str) -> Network:
         return _stax((*layers, stax.Flatten(), stax.Dense(OUTPUTS)), image)
     if architecture in ("wide_resnet", "resnet"):
         options = {"blocks_per_group": 1, "groups": 2} if architecture == "wide_resnet" else {"depth": 10}
-        model = models.get_model(architecture, width=2, out=OUTPUTS, **options)
+        model = models.get_model(architecture, width=2, outputs=OUTPUTS, **options)
         _, params = model.init_fn(jax.random.PRNGKey(0), (-1, *image))
         return Network(model.apply_fn, params, image)
     if architecture == "layernorm":

@@ -26,7 +26,7 @@ import nt_pntk  # noqa: F401  (before neural_tangents: installs the import hook)
 import neural_tangents as nt
 from neural_tangents import stax
 
-from nt_pntk import models
+from nt_pntk.experiments import models
 
 # Relative tolerance, scaled by the largest reference entry: float32 sums of a
 # few hundred products, done in another order than the reference, lose a few
@@ -59,7 +59,7 @@ def problem(name: str, out: int = 3, n1: int = 3, n2: int = 2, seed: int = 0) ->
 @functools.cache
 def _problem(name: str, out: int, n1: int, n2: int, seed: int, x64: bool) -> Problem:
     if name in ("fc", "cnn"):
-        model = models.get_model(name, width=8, out=out, depth=1)
+        model = models.get_model(name, width=8, outputs=out, depth=1)
         init_fn, f, shape = model.init_fn, model.apply_fn, IMAGE
     elif name == "seq":
         init_fn, f, _ = stax.serial(stax.Dense(16, W_std=models.W_STD), stax.Relu(), stax.Dense(out))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nt_pntk import bench_report as br
+from nt_pntk._src.bench import asv_results as br
 from nt_pntk import cli
 
 COMMIT_A = "a" * 8 + "1" * 32

@@ -138,7 +138,7 @@ def test_help_documents_exit_codes_and_the_traceback_switch(argv, capsys):
 
 
 def test_figure1_goes_through_the_wrapper(monkeypatch, tmp_path, capsys):
-    from nt_pntk import figure1
+    from nt_pntk._src.experiments import figure1
 
     def full_disk(args):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "figure1.csv"))

@@ -11,7 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nt_pntk import _demo, cli, data, models
+from nt_pntk.cli import demo as _demo
+from nt_pntk import cli
+from nt_pntk.experiments import data
+from nt_pntk.experiments import models
 
 N, O, WIDTH = 4, 3, 4  # noqa: E741  (O: the number of outputs, as in the paper)
 
@@ -59,7 +62,7 @@ def test_approximation_errors_match_definitions():
     import neural_tangents as nt  # only after nt_pntk (its import hook), so not at the top
 
     x = jnp.asarray(data.digits_split(N, 0)[0])
-    model = models.get_model("cnn", width=WIDTH, out=O)
+    model = models.get_model("cnn", width=WIDTH, outputs=O)
     _, params = model.init_fn(jax.random.PRNGKey(0), x.shape)
     entk = np.asarray(nt.empirical_ntk_fn(model.apply_fn, trace_axes=(), vmap_axes=0)(x, None, params))
     trace = np.asarray(nt.empirical_ntk_fn(model.apply_fn, vmap_axes=0)(x, None, params))  # NT's default

@@ -5,7 +5,7 @@ pairwise design (every pair of values of two dimensions in some case, about 60
 cases, minutes) is marked ``slow`` and runs in CI's full run; the sweep (every
 architecture × kernel × implementation × route × jit, about 1,200 cases, an hour
 or more) is marked ``sweep``, left out unless asked for: ``nox -s differential``
-or ``pytest -m sweep tests/test_differential.py``.
+or ``pytest --sweep -m sweep tests/test_differential.py``.
 """
 
 from __future__ import annotations

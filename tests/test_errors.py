@@ -8,7 +8,7 @@ import pytest
 from reference import assert_close, kernel, problem
 
 import nt_pntk
-from nt_pntk import data
+from nt_pntk.experiments import data
 
 FACTORIES = [nt_pntk.empirical_pntk_fn, nt_pntk.empirical_kernel_fn]
 # `empirical_pntk_fn`'s kernel, and each `get` of `empirical_kernel_fn`.
@@ -122,9 +122,9 @@ def test_errors_under_jit():
 
 def test_one_hot_is_centred():
     expected = np.array([[-0.25, -0.25, 0.75, -0.25], [0.75, -0.25, -0.25, -0.25]], np.float32)
-    np.testing.assert_array_equal(data.one_hot(np.array([2, 0]), 4), expected)
+    np.testing.assert_array_equal(data.centred_one_hot(np.array([2, 0]), 4), expected)
     # Whole-number floats (labels read from a float file) are the same labels.
-    np.testing.assert_array_equal(data.one_hot(np.array([2.0, 0.0]), 4), expected)
+    np.testing.assert_array_equal(data.centred_one_hot(np.array([2.0, 0.0]), 4), expected)
 
 
 @pytest.mark.parametrize(
@@ -142,4 +142,4 @@ def test_one_hot_is_centred():
 )
 def test_one_hot_bad_labels(labels, classes, message):
     with pytest.raises(ValueError, match=message):
-        data.one_hot(np.array(labels), classes)
+        data.centred_one_hot(np.array(labels), classes)

@@ -8,7 +8,7 @@ import stat
 import pandas as pd
 import pytest
 
-from nt_pntk import figure1
+from nt_pntk._src.experiments import figure1
 
 
 @pytest.mark.slow

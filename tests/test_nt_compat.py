@@ -26,7 +26,7 @@ import pytest
 import scipy.linalg
 
 import nt_pntk  # noqa: F401  (first: installs the neural-tangents adaptation)
-from nt_pntk import _nt_compat
+from nt_pntk._src.compat import nt_hook as _nt_compat
 
 # isort: split
 import neural_tangents as nt

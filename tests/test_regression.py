@@ -294,9 +294,9 @@ def test_genuine_float32_kernels_pass(implementation, t):
     import jax
 
     import nt_pntk
-    from nt_pntk import models
+    from nt_pntk.experiments import models
 
-    model = models.get_model("fc", width=16, out=O, depth=1)
+    model = models.get_model("fc", width=16, outputs=O, depth=1)
     x = jax.random.normal(jax.random.PRNGKey(0), (N + M, 4, 4, 1))
     x = x.at[1].set(x[0])  # two equal training inputs: the kernels are singular
     _, params = model.init_fn(jax.random.PRNGKey(1), x.shape)

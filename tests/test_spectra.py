@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from reference import IMAGE, RTOL, full_entk_nt
 
-from nt_pntk import models, spectra
+from nt_pntk.experiments import models
+from nt_pntk import spectra
 
 O = 3  # noqa: E741  (the number of outputs, as in the paper)
 N = 4
@@ -68,7 +69,7 @@ def test_errors_of_a_known_perturbation():
 
 def _entk_of_fc(width: int, seed: int = 0) -> np.ndarray:
     """The (N, N, O, O) eNTK of a one-hidden-layer zoo FC net at init, parameters drawn by NumPy."""
-    model = models.get_model("fc", width=width, out=O, depth=1)
+    model = models.get_model("fc", width=width, outputs=O, depth=1)
     shapes = jax.eval_shape(lambda: model.init_fn(jax.random.PRNGKey(seed), (-1, *IMAGE))[1])
     rng = np.random.default_rng(seed)
     params = jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape), jnp.float32), shapes)

@@ -24,7 +24,7 @@ import nt_pntk  # noqa: F401  (before neural_tangents)
 import neural_tangents as nt
 
 from nt_pntk import cli
-from nt_pntk._tiled import compute, planning, storage
+from nt_pntk._src.tiled import compute, planning, storage
 from nt_pntk.tiled import kernel_matrix, with_jacobian_features
 
 HELPERS = str(Path(__file__).parent / "tiled_helpers.py")
@@ -343,7 +343,7 @@ def test_mismatched_x2(p):
 
 
 def test_kernel_command(p, tmp_path, capsys):
-    from nt_pntk import _kernel_cmd
+    from nt_pntk.cli import kernel as _kernel_cmd
 
     out = tmp_path / "k.npy"
     argv = ["kernel", "--model", "fc", "--width", "16", "--depth", "1", "--out-dim", "3", "--n", "30"]
@@ -363,8 +363,8 @@ def test_kernel_command(p, tmp_path, capsys):
 
 
 def test_digits_augmented_beyond_1797():
-    from nt_pntk import _kernel_cmd
-    from nt_pntk.data import load_digits_images
+    from nt_pntk.cli import kernel as _kernel_cmd
+    from nt_pntk.experiments.data import load_digits_images
 
     x = _kernel_cmd.digits(4000, seed=0)
     images, _ = load_digits_images()

@@ -26,8 +26,8 @@ import nt_pntk
 import neural_tangents as nt
 from neural_tangents import stax
 
-from nt_pntk import models
-from nt_pntk._tiled import compute, storage
+from nt_pntk.experiments import models
+from nt_pntk._src.tiled import compute, storage
 from nt_pntk.tiled import kernel_matrix, with_jacobian_features
 
 HELPERS = str(Path(__file__).parent / "tiled_helpers.py")
@@ -144,7 +144,7 @@ def test_renamed_identical_function_resumes(p, reference, tmp_path, monkeypatch)
 
 
 def test_float64_probe_is_tight(float64, tmp_path, count_tiles):
-    model = models.get_model("fc", width=16, out=3, depth=1)
+    model = models.get_model("fc", width=16, outputs=3, depth=1)
     _, params = model.init_fn(jax.random.PRNGKey(0), (-1, 8, 8, 1))
     x = np.random.default_rng(2).normal(size=(20, 8, 8, 1))
     fn = nt_pntk.empirical_pntk_fn(model.apply_fn, vmap_axes=0)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from nt_pntk import cli
-from nt_pntk.validation import config, fits, report, sweep
+from nt_pntk._src.experiments.validation import config, fits, report, sweep
 
 
 def _validate(*argv: str) -> int:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nt_pntk import _xla_cpu
+from nt_pntk._src.compat import xla_cpu as _xla_cpu
 
 JAXLIB = importlib.metadata.version("jaxlib")
 
@@ -28,7 +28,7 @@ b = np.random.default_rng(1).standard_normal((8, 64)).astype(np.float32)
 f = lambda x, b: (jnp.ones((64, 10)) @ jnp.ones((10, 64))) * (x.sum(axis=(1, 2)) @ b)
 expected = 10 * (x.astype(np.float64).sum(axis=(1, 2)) @ b)
 got = np.asarray(jax.jit(f)(x, b), np.float64)
-from nt_pntk import _xla_cpu
+from nt_pntk._src.compat import xla_cpu as _xla_cpu
 print(json.dumps({{"error": float(np.abs(got - expected).max() / np.abs(expected).max()),
                   "status": _xla_cpu.status()}}))
 """

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 import nt_pntk
-from nt_pntk import models
+from nt_pntk.experiments import models
 
 N1, N2, TILE = 37, 21, 8
 RACE_N = 40
@@ -48,7 +48,7 @@ def row_reuse_budget() -> int:
 @functools.cache
 def problem() -> types.SimpleNamespace:
     """FC (width 16, one hidden layer, 3 outputs) at init; 37 and 21 random 8×8×1 inputs."""
-    model = models.get_model("fc", width=16, out=3, depth=1)
+    model = models.get_model("fc", width=16, outputs=3, depth=1)
     _, params = model.init_fn(jax.random.PRNGKey(0), (-1, 8, 8, 1))
     rng = np.random.default_rng(0)
     x1 = rng.normal(size=(N1, 8, 8, 1)).astype(np.float32)
@@ -82,7 +82,7 @@ def device_results() -> dict[str, np.ndarray]:
 
 
 def _slow_run(out: str) -> None:
-    from nt_pntk._tiled import storage
+    from nt_pntk._src.tiled import storage
     from nt_pntk.tiled import kernel_matrix
 
     mark = storage.Record.mark

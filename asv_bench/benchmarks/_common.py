@@ -150,9 +150,9 @@ def make_inputs(
     """``(apply_fn, params, x)``: zoo `model` at init and `n` random inputs."""
     import jax
 
-    from nt_pntk import models
+    from nt_pntk.experiments import models
 
-    m = models.get_model(model, width=width, out=out, **options)
+    m = models.get_model(model, width=width, outputs=out, **options)
     k_params, k_x = jax.random.split(jax.random.PRNGKey(seed))
     _, params = m.init_fn(k_params, (-1, *image_shape))
     x = jax.random.normal(k_x, (n, *image_shape))

@@ -15,14 +15,15 @@ import numpy as np
 import pytest
 
 import nt_pntk
-from nt_pntk import bench_report, models
+from nt_pntk._src.bench import asv_results as bench_report
+from nt_pntk.experiments import models
 
 N, OUT, WIDTH = 8, 10, 64
 
 
 @pytest.fixture(scope="module")
 def fc():
-    model = models.get_model("fc", width=WIDTH, out=OUT)
+    model = models.get_model("fc", width=WIDTH, outputs=OUT)
     _, params = model.init_fn(jax.random.PRNGKey(0), (-1, 8, 8, 1))
     x = jax.random.normal(jax.random.PRNGKey(1), (N, 8, 8, 1))
     return model, params, x

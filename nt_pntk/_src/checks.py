@@ -1,0 +1,326 @@
+"""The one home of argument checks: each says which argument, what it got, and what would work.
+
+One convention throughout the package: a value of the wrong *type* (a float
+where an int is needed, a string for an axis) is a `TypeError`; a value of the
+right type that is out of range or not among the choices is a `ValueError`.
+Messages read "`name` must be ...; got ...", plus the fix where there is one.
+
+This module imports neither JAX nor NT at import time (the command line checks
+its arguments before it loads them).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+_MISSING = object()
+
+
+def is_int(value: Any) -> bool:
+    """An int-like value (``operator.index`` works) that is not a bool."""
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return not isinstance(value, bool)
+
+
+def integer(name: str, value: Any) -> int:
+    """`value` as an int; a `TypeError` for anything else (bools and floats included)."""
+    if not is_int(value):
+        raise TypeError(f"`{name}` must be an int; got {value!r} of type {type(value).__name__}.")
+    return operator.index(value)
+
+
+def positive_int(name: str, value: Any) -> int:
+    """An int >= 1."""
+    value = integer(name, value)
+    if value < 1:
+        raise ValueError(f"`{name}` must be an int >= 1; got {name}={value}.")
+    return value
+
+
+def non_negative_int(name: str, value: Any) -> int:
+    """An int >= 0."""
+    value = integer(name, value)
+    if value < 0:
+        raise ValueError(f"`{name}` must be an int >= 0; got {name}={value}.")
+    return value
+
+
+def real(name: str, value: Any) -> float:
+    """A real number (int or float, not a bool), finite or not, as a float."""
+    if isinstance(value, bool) or (not isinstance(value, (int, float)) and not _is_real_scalar(value)):
+        raise TypeError(f"`{name}` must be a real number; got {value!r} of type {type(value).__name__}.")
+    return float(value)
+
+
+def _is_real_scalar(value: Any) -> bool:
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover
+        return False
+    kind = type(value)
+    return isinstance(value, np.generic) and (
+        np.issubdtype(kind, np.floating) or np.issubdtype(kind, np.integer)
+    )
+
+
+def finite(name: str, value: Any) -> float:
+    """A finite real number."""
+    value = real(name, value)
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite; got {name}={value!r}.")
+    return value
+
+
+def non_negative(name: str, value: Any) -> float:
+    """A finite real number >= 0."""
+    value = finite(name, value)
+    if value < 0:
+        raise ValueError(f"`{name}` must be >= 0; got {name}={value!r}.")
+    return value
+
+
+def positive(name: str, value: Any) -> float:
+    """A finite real number > 0."""
+    value = finite(name, value)
+    if not value > 0:
+        raise ValueError(f"`{name}` must be > 0; got {name}={value!r}.")
+    return value
+
+
+def one_of(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """`value` if it is one of `choices`, of the same type (so True is not 1, nor 1.0 the int 1)."""
+    for choice in choices:
+        if type(choice) is type(value) and choice == value:
+            return value
+    raise ValueError(f"`{name}` must be one of {list(choices)}; got {value!r}.")
+
+
+def renamed(
+    function: str,
+    old: str,
+    old_value: Any,
+    new: str,
+    new_value: Any,
+    *,
+    default: Any = None,
+    required: bool = False,
+) -> Any:
+    """The value of a keyword argument renamed from `old` to `new` (the old name deprecated).
+
+    Passing `old` warns (`DeprecationWarning` naming `new`); passing both is a
+    `TypeError`. `new_value` is None when not passed.
+    """
+    if old_value is not None:
+        if new_value is not None:
+            raise TypeError(
+                f"{function}() got both `{new}` and its deprecated name `{old}`; pass `{new}` only."
+            )
+        warnings.warn(
+            f"{function}(): `{old}` is deprecated (removed in the next release); use `{new}`.",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return old_value
+    if new_value is None:
+        if required:
+            raise TypeError(f"{function}() is missing the argument `{new}`.")
+        return default
+    return new_value
+
+
+def deprecated(old: str, new: str, *, stacklevel: int = 3) -> None:
+    """Warns that `old` is deprecated (removed in the next release) in favour of `new`."""
+    warnings.warn(
+        f"{old} is deprecated (removed in the next release); use {new}.",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )
+
+
+def implementation(value: Any) -> Any:
+    """Returns `value` as an `nt.NtkImplementation`, or raises a clear error."""
+    import neural_tangents as nt
+
+    if isinstance(value, nt.NtkImplementation):
+        return value
+    if is_int(value):
+        try:
+            return nt.NtkImplementation(operator.index(value))
+        except ValueError:
+            pass
+    choices = ", ".join(f"NtkImplementation.{m.name} ({m.value})" for m in nt.NtkImplementation)
+    error = ValueError if is_int(value) or isinstance(value, str) else TypeError
+    raise error(
+        f"`implementation` must be one of {choices}; got {value!r}. "
+        "JACOBIAN_CONTRACTION (1) is the default and works for every model."
+    )
+
+
+def axes_tuple(name: str, axes: Any) -> tuple[int, ...]:
+    """`axes` (an int or a sequence of ints) as a tuple, or a `TypeError`."""
+    if is_int(axes):
+        return (int(axes),)
+    if isinstance(axes, Sequence) and not isinstance(axes, str) and all(map(is_int, axes)):
+        return tuple(int(a) for a in axes)
+    raise TypeError(f"`{name}` must be an int or a tuple of ints, such as (-1,) or (); got {axes!r}.")
+
+
+def normalize_output_axes(
+    trace_axes: tuple[int, ...], diagonal_axes: tuple[int, ...], ndim: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Non-negative, sorted `trace_axes` and `diagonal_axes` for an `ndim` output.
+
+    Raises:
+      ValueError: an axis outside `[-ndim, ndim)`, an axis given twice, or an
+        axis in both tuples.
+    """
+    out = []
+    for name, axes in (("trace_axes", trace_axes), ("diagonal_axes", diagonal_axes)):
+        for a in axes:
+            if not -ndim <= a < ndim:
+                raise ValueError(
+                    f"`{name}` has axis {a}, out of range for the network output "
+                    f"of rank {ndim}; use axes in [{-ndim}, {ndim}), e.g. (-1,) "
+                    "for the logit axis."
+                )
+        normalized = tuple(sorted(a % ndim for a in axes))
+        if len(set(normalized)) != len(normalized):
+            raise ValueError(
+                f"`{name}` names an axis twice: got {axes!r}, which is {normalized} for an "
+                f"output of rank {ndim}. List each axis once."
+            )
+        out.append(normalized)
+    overlap = set(out[0]) & set(out[1])
+    if overlap:
+        raise ValueError(
+            f"`trace_axes` {trace_axes!r} and `diagonal_axes` {diagonal_axes!r} overlap on "
+            f"output axis {sorted(overlap)}; an axis is either traced (summed) or kept "
+            "diagonal, not both."
+        )
+    return out[0], out[1]
+
+
+def matching_inputs(x1: Any, x2: Any, batch_axes: Any) -> bool:
+    """Raises a `ValueError` if `x1` and `x2` differ other than in batch size.
+
+    Returns:
+      Whether `x1` and `x2` differ in batch size (False when `x2` is None).
+    """
+    if x2 is None:
+        return False
+    import jax
+
+    leaves1, tree1 = jax.tree_util.tree_flatten(x1)
+    leaves2, tree2 = jax.tree_util.tree_flatten(x2)
+    if tree1 != tree2:
+        raise ValueError(
+            f"`x1` and `x2` must have the same structure; got {tree1} and {tree2}. "
+            "Pass inputs of the same kind, or `x2=None` for x2 = x1."
+        )
+    if batch_axes is None or isinstance(batch_axes, int):
+        batch_axes = [0 if batch_axes is None else batch_axes] * len(leaves1)
+    else:
+        batch_axes = jax.tree_util.tree_leaves(batch_axes)
+    batch_sizes_differ = False
+    for a, b, axis in zip(leaves1, leaves2, batch_axes, strict=False):
+        s1, s2 = _shape_without(a, axis), _shape_without(b, axis)
+        if s1 != s2:
+            raise ValueError(
+                f"`x1` and `x2` must agree in every axis but the batch axis {axis}; got "
+                f"x1.shape={tuple(a.shape)} and x2.shape={tuple(b.shape)}. Give x2 the "
+                f"per-example shape {s1}."
+            )
+        batch_sizes_differ |= tuple(getattr(a, "shape", ())) != tuple(getattr(b, "shape", ()))
+    return batch_sizes_differ
+
+
+def output_axes(fx: Any, trace_axes: tuple[int, ...], diagonal_axes: tuple[int, ...]) -> None:
+    """Checks the axes against every leaf of the output (shapes) `fx`, as `normalize_output_axes`."""
+    import jax
+
+    for leaf in jax.tree_util.tree_leaves(fx):
+        normalize_output_axes(trace_axes, diagonal_axes, len(leaf.shape))
+
+
+def matching_output_axes(
+    fx1: Any, fx2: Any, trace_axes: tuple[int, ...], diagonal_axes: tuple[int, ...]
+) -> None:
+    """Raises a `ValueError` if `f(x1)` and `f(x2)` differ in size on a traced or diagonal axis.
+
+    The kernel pairs these axes of the two outputs element by element, so their
+    sizes must match; this matters when they include the batch axis (e.g.
+    `diagonal_axes=(0,)`) and `x1`, `x2` have different batch sizes.
+    """
+    import jax
+
+    for a, b in zip(jax.tree_util.tree_leaves(fx1), jax.tree_util.tree_leaves(fx2), strict=True):
+        traced, diagonal = normalize_output_axes(trace_axes, diagonal_axes, len(a.shape))
+        for name, axes in (("trace_axes", traced), ("diagonal_axes", diagonal)):
+            for axis in axes:
+                if a.shape[axis] != b.shape[axis]:
+                    raise ValueError(
+                        f"`{name}` has output axis {axis}, where f(x1) and f(x2) differ in size: "
+                        f"f(x1).shape={tuple(a.shape)}, f(x2).shape={tuple(b.shape)}. An axis in "
+                        f"`{name}` pairs the outputs of x1 and x2 element by element; pass x1 and "
+                        "x2 of the same batch size (or x2=None), or leave that axis out."
+                    )
+
+
+def _shape_without(x: Any, axis: int | None) -> tuple[int, ...]:
+    shape = tuple(getattr(x, "shape", ()))
+    if axis is None or not shape:
+        return shape
+    if not is_int(axis):
+        raise TypeError(f"`vmap_axes` must be {VMAP_AXES_FORMS}; got the input batch axis {axis!r}.")
+    if not -len(shape) <= axis < len(shape):
+        # NT would take it modulo the rank: axis 5 of a rank-2 input would silently mean axis 1.
+        raise ValueError(
+            f"`vmap_axes` puts the batch axis of an input of shape {shape} at {axis}, out of range; use an "
+            f"axis in [{-len(shape)}, {len(shape)}) (e.g. vmap_axes=0 when examples are along axis 0)."
+        )
+    axis %= len(shape)
+    return shape[:axis] + shape[axis + 1 :]
+
+
+VMAP_AXES_FORMS = (
+    "None, an int (e.g. 0: examples along axis 0 of the inputs and the output), or a triple "
+    "(in_axes, out_axes, kwargs_axes) of ints or PyTrees of ints, as in nt.empirical_ntk_fn"
+)
+
+
+def vmap_axes(value: Any) -> Any:
+    """`value` unchanged if NT can use it as ``vmap_axes`` (every leaf an int; None: no axis), else a
+    `TypeError`."""
+    import jax
+
+    parts = value if isinstance(value, tuple) and len(value) == 3 else (value,)
+    for part in parts:
+        for leaf in jax.tree_util.tree_leaves(part):
+            if not is_int(leaf):
+                raise TypeError(f"`vmap_axes` must be {VMAP_AXES_FORMS}; got {value!r}.")
+    return value
+
+
+def kernel_names(get: Any, choices: tuple[str, ...]) -> tuple[str, ...]:
+    """`get` of a `kernel_fn` (None, a name or a tuple of names) as a tuple."""
+    if get is None:
+        return ("nngp", "ntk")
+    names = (get,) if isinstance(get, str) else get
+    if (
+        not isinstance(names, (tuple, list))
+        or not names
+        or not all(isinstance(n, str) and n in choices for n in names)
+        or len(set(names)) != len(names)
+    ):
+        raise ValueError(
+            f"`get` must be one of {choices}, a tuple of distinct ones, or None for ('nngp', 'ntk'); "
+            f"got {get!r}."
+        )
+    return tuple(names)

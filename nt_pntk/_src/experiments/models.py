@@ -1,0 +1,168 @@
+"""The model zoo shared by tests, validation and benchmarks.
+
+Every model is an `nt.stax` network in NTK parameterization, so NT's
+infinite-width `kernel_fn` is available beside the finite network. Inputs are
+NHWC images (the digits are 8×8×1); the FC model flattens them itself.
+
+Example:
+  >>> import jax
+  >>> from nt_pntk.experiments import models
+  >>> model = models.get_model("fc", width=64, outputs=10)
+  >>> _, params = model.init_fn(jax.random.PRNGKey(0), (-1, 8, 8, 1))
+  >>> model.apply_fn(params, jax.numpy.ones((2, 8, 8, 1))).shape
+  (2, 10)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from neural_tangents import stax
+
+from nt_pntk._src import checks
+
+W_STD = 2.0**0.5  # He scale for ReLU in NTK parameterization
+B_STD = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A stax network: `init_fn(rng, input_shape)`, `apply_fn(params, x)`,
+    and NT's infinite-width `kernel_fn(x1, x2, get)`."""
+
+    name: str
+    init_fn: Callable
+    apply_fn: Callable
+    kernel_fn: Callable
+
+
+def fc(width: int, outputs: int = 10, *, depth: int = 3) -> tuple:
+    """Fully connected ReLU network with `depth` hidden layers of `width`."""
+    layers = [stax.Flatten()]
+    for _ in range(depth):
+        layers += [stax.Dense(width, W_std=W_STD, b_std=B_STD), stax.Relu()]
+    layers += [stax.Dense(outputs, W_std=1.0, b_std=B_STD)]
+    return stax.serial(*layers)
+
+
+def cnn(width: int, outputs: int = 10, *, depth: int = 3) -> tuple:
+    """`depth` 3×3 SAME conv layers of `width` channels, ReLU, global average pooling."""
+    layers = []
+    for _ in range(depth):
+        layers += [stax.Conv(width, (3, 3), padding="SAME", W_std=W_STD, b_std=B_STD), stax.Relu()]
+    layers += [stax.GlobalAvgPool(), stax.Dense(outputs, W_std=1.0, b_std=B_STD)]
+    return stax.serial(*layers)
+
+
+def _wide_resnet_block(channels: int, strides: tuple[int, int], channel_mismatch: bool) -> Any:
+    main = stax.serial(
+        stax.Relu(),
+        stax.Conv(channels, (3, 3), strides, padding="SAME", W_std=W_STD, b_std=B_STD),
+        stax.Relu(),
+        stax.Conv(channels, (3, 3), padding="SAME", W_std=W_STD, b_std=B_STD),
+    )
+    shortcut = (
+        stax.Conv(channels, (3, 3), strides, padding="SAME", W_std=W_STD, b_std=B_STD)
+        if channel_mismatch
+        else stax.Identity()
+    )
+    return stax.serial(stax.FanOut(2), stax.parallel(main, shortcut), stax.FanInSum())
+
+
+def _bottleneck_block(channels: int, strides: tuple[int, int], projection: bool) -> Any:
+    """1×1 reduce to `channels`, 3×3, 1×1 expand to `4 * channels` (ResNet-50 and deeper)."""
+    main = stax.serial(
+        stax.Relu(),
+        stax.Conv(channels, (1, 1), W_std=W_STD, b_std=B_STD),
+        stax.Relu(),
+        stax.Conv(channels, (3, 3), strides, padding="SAME", W_std=W_STD, b_std=B_STD),
+        stax.Relu(),
+        stax.Conv(4 * channels, (1, 1), W_std=W_STD, b_std=B_STD),
+    )
+    shortcut = (
+        stax.Conv(4 * channels, (1, 1), strides, W_std=W_STD, b_std=B_STD) if projection else stax.Identity()
+    )
+    return stax.serial(stax.FanOut(2), stax.parallel(main, shortcut), stax.FanInSum())
+
+
+def _residual_net(
+    width: int, outputs: int, blocks_per_stage: tuple[int, ...], bottleneck: bool = False
+) -> tuple:
+    """A stem conv, residual stages of `width * 2**stage` channels, pooling and a readout.
+
+    The first block of every stage after the first halves the resolution.
+    """
+    block_fn, expansion = (_bottleneck_block, 4) if bottleneck else (_wide_resnet_block, 1)
+    layers = [stax.Conv(width, (3, 3), padding="SAME", W_std=W_STD, b_std=B_STD)]
+    channels = width
+    for stage, count in enumerate(blocks_per_stage):
+        stage_channels = width * 2**stage
+        for block in range(count):
+            strides = (2, 2) if (stage > 0 and block == 0) else (1, 1)
+            projection = stage_channels * expansion != channels or strides != (1, 1)
+            layers.append(block_fn(stage_channels, strides, projection))
+            channels = stage_channels * expansion
+    layers += [stax.Relu(), stax.GlobalAvgPool(), stax.Dense(outputs, W_std=1.0, b_std=B_STD)]
+    return stax.serial(*layers)
+
+
+def wide_resnet(width: int, outputs: int = 10, *, blocks_per_group: int = 1, groups: int = 2) -> tuple:
+    """A small WideResNet: `groups` groups of `blocks_per_group` residual blocks."""
+    return _residual_net(width, outputs, (blocks_per_group,) * groups)
+
+
+RESNET_STAGES = {
+    10: (1, 1, 1, 1),
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
+
+
+def resnet(width: int, outputs: int = 10, *, depth: int = 18) -> tuple:
+    """ResNet-`depth` (10, 18, 34, 50, 101 or 152) of He et al. (2016) from stax blocks.
+
+    10 (one block per stage, the smallest of the family), 18 and 34 use
+    two-conv basic blocks, 50 and deeper 1×1-3×3-1×1 bottleneck blocks with 4×
+    expansion; the stage widths are `width * 2**stage`. Used for the paper's
+    Figure 1 at reduced width and image size.
+    """
+    if depth not in RESNET_STAGES:
+        raise ValueError(f"`depth` must be one of {sorted(RESNET_STAGES)}; got {depth!r}.")
+    return _residual_net(width, outputs, RESNET_STAGES[depth], bottleneck=depth >= 50)
+
+
+MODELS: dict[str, Callable[..., tuple]] = {
+    "fc": fc,
+    "cnn": cnn,
+    "wide_resnet": wide_resnet,
+    "resnet": resnet,
+}
+
+
+def get_model(
+    name: str, *, width: int, outputs: int | None = None, out: int | None = None, **options: Any
+) -> Model:
+    """Builds zoo model `name` (one of `MODELS`) with `width` and `outputs` outputs.
+
+    Args:
+      name: ``'fc'``, ``'cnn'``, ``'wide_resnet'`` or ``'resnet'``.
+      width: hidden units (FC) or channels of the first stage (conv nets).
+      outputs: the number of outputs O (default 10).
+      out: deprecated name of ``outputs``.
+      **options: the builder's keyword options (``depth``, ``blocks_per_group``...).
+
+    Raises:
+      ValueError: an unknown name, or a width or outputs below 1.
+      TypeError: a width or outputs that is not an int; an option the builder does not take.
+    """
+    outputs = checks.renamed("get_model", "out", out, "outputs", outputs, default=10)
+    checks.one_of("name", name, sorted(MODELS))
+    width = checks.positive_int("width", width)
+    outputs = checks.positive_int("outputs", outputs)
+    init_fn, apply_fn, kernel_fn = MODELS[name](width, outputs, **options)
+    return Model(name, init_fn, apply_fn, kernel_fn)

@@ -1,0 +1,173 @@
+"""Runs a configuration's cells with resume: each finished cell is a checked file on disk."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from nt_pntk._src import files
+from nt_pntk._src.experiments.validation.config import PHASES, Cell, Config
+from nt_pntk._src.experiments.validation.metrics import EXPECTED_SLOPES, measure_cell
+
+RESULTS_CSV = "results.csv"
+CONFIG_JSON = "config.json"
+#: The columns of every row, in order: the cell's identity, the phase, the metrics.
+IDENTITY_COLUMNS = ("key", "architecture", "data", "width", "out", "seed")
+ROW_COLUMNS = (*IDENTITY_COLUMNS, "phase", *EXPECTED_SLOPES)
+
+
+class OutDirError(ValueError):
+    """`--out` cannot hold this run's results; the message says why and what to do."""
+
+    exit_code = 2  # a usage error: the fix is another `--out` (or removing a file in it)
+
+
+class CellFileError(ValueError):
+    """A cell file on disk is not what this cell's measurement wrote."""
+
+
+def _canonical(rows: Any) -> str:
+    return json.dumps(rows, sort_keys=True, separators=(",", ":"))
+
+
+def _digest(rows: Any) -> str:
+    return hashlib.blake2b(_canonical(rows).encode(), digest_size=16).hexdigest()
+
+
+def cell_text(cell: Cell, rows: list[dict]) -> str:
+    """A cell file's contents: the cell's key, its rows and a digest of them."""
+    return json.dumps({"key": cell.key, "digest": _digest(rows), "rows": rows})
+
+
+def read_cell(path: Path, cell: Cell) -> list[dict]:
+    """The rows of `cell` from its file, checked against the cell and the digest.
+
+    Raises:
+      CellFileError: the file is unreadable, edited, from an older format or of another cell.
+    """
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CellFileError(f"unreadable ({e})") from None
+    if not isinstance(stored, dict) or set(stored) != {"key", "digest", "rows"}:
+        raise CellFileError("not a cell file of this version (a table of `key`, `digest`, `rows`)")
+    if stored["key"] != cell.key:
+        raise CellFileError(f"holds cell {stored['key']!r}, not {cell.key!r}")
+    rows = stored["rows"]
+    if stored["digest"] != _digest(rows):
+        raise CellFileError("its rows do not match its digest (edited after it was written)")
+    identity = {"key": cell.key, "architecture": cell.architecture, "data": cell.data}
+    identity |= {"width": cell.width, "out": cell.out, "seed": cell.seed}
+    if not isinstance(rows, list) or len(rows) != len(PHASES):
+        raise CellFileError(f"must hold {len(PHASES)} rows, one per phase {PHASES}")
+    for phase, row in zip(PHASES, rows, strict=True):
+        if not isinstance(row, dict) or tuple(row) != ROW_COLUMNS:
+            raise CellFileError(f"its {phase!r} row does not have the columns {list(ROW_COLUMNS)}")
+        if {k: row[k] for k in identity} != identity or row["phase"] != phase:
+            raise CellFileError(f"its {phase!r} row is not of this cell and phase: {row}")
+        if any(isinstance(row[m], bool) or not isinstance(row[m], (int, float)) for m in EXPECTED_SLOPES):
+            raise CellFileError(f"its {phase!r} row has a metric that is not a number: {row}")
+    return rows
+
+
+def _settings(cfg: Config) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=list))
+
+
+def _check_out_dir(cfg: Config, out: Path) -> bool:
+    """Checks `out` before anything is written to it; True when its config stamp must be written.
+
+    Refuses a path that is not a directory, an unreadable stamp, and a stamp of a
+    different configuration when cells are already there (results are never mixed).
+    """
+    if out.exists() and not out.is_dir():
+        raise OutDirError(f"`--out` {str(out)!r} is a file, not a directory; pass a directory (new or used).")
+    stamp = out / CONFIG_JSON
+    if not stamp.exists():
+        return True
+    try:
+        recorded = json.loads(stamp.read_text(encoding="utf-8"))
+        why = None if isinstance(recorded, dict) else f"it holds a {type(recorded).__name__}, not an object"
+    except (OSError, ValueError) as e:
+        why = f"it is not readable JSON ({e})"
+    if why is not None:
+        raise OutDirError(
+            f"`--out` {str(out)!r} has a corrupt configuration record {str(stamp)!r}: {why}. "
+            f"Delete {str(stamp)!r} to resume with this configuration, or choose another `--out`."
+        )
+    if recorded == _settings(cfg):
+        return False
+    if any((out / "cells").glob("*.json")):
+        raise OutDirError(
+            f"`--out` {str(out)!r} holds results of a different configuration "
+            f"(see {stamp}); use a new directory or the same configuration to resume."
+        )
+    return True  # a stamp without results (a run that failed before its first cell): replace it
+
+
+def run_sweep(cfg: Config, out: str | os.PathLike, *, progress: bool = True) -> pd.DataFrame:
+    """Measures every cell of `cfg` not already in `out/cells/`, then collects all rows.
+
+    Killing the run loses at most the cell in progress; running again with the
+    same `out` resumes, and the collected table equals an uninterrupted run's.
+    A cell file that fails its check (`read_cell`) is reported on stderr and
+    measured again, never merged.
+
+    Returns:
+      The results, one row per (cell, phase), also written to `out/results.csv`.
+
+    Raises:
+      OutDirError: `out` is a file, or holds another configuration's results or a corrupt record.
+    """
+    out = Path(out)
+    write_stamp = _check_out_dir(cfg, out)
+    cells_dir = out / "cells"
+    try:
+        cells_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutDirError(f"`--out` {str(out)!r}: cannot create {str(cells_dir)!r} ({e}).") from None
+    if write_stamp:
+        files.atomic_write(out / CONFIG_JSON, json.dumps(_settings(cfg), sort_keys=True, indent=1))
+
+    cells = cfg.cells()
+    rows_of: dict[str, list[dict]] = {}
+    todo = []
+    for cell in cells:
+        path = cells_dir / f"{cell.key}.json"
+        if not path.exists():
+            todo.append(cell)
+            continue
+        try:
+            rows_of[cell.key] = read_cell(path, cell)
+        except CellFileError as e:
+            print(
+                f"nt-pntk validate: {path} failed its check: {e}; measuring that cell again.", file=sys.stderr
+            )
+            todo.append(cell)
+    bar = tqdm(
+        total=len(cells), initial=len(cells) - len(todo), desc="cells", unit="cell", disable=not progress
+    )
+    for cell in todo:
+        bar.set_postfix_str(cell.key)
+        path = cells_dir / f"{cell.key}.json"
+        files.atomic_write(path, cell_text(cell, measure_cell(cell, cfg)))
+        try:  # read back as a resumed run would: the same numbers, and a check of the measurement's rows
+            rows_of[cell.key] = read_cell(path, cell)
+        except CellFileError as e:
+            raise RuntimeError(
+                f"the measurement of cell {cell.key} wrote a bad cell file {path}: {e}"
+            ) from None
+        bar.update()
+    bar.close()
+
+    table = pd.DataFrame([row for c in cells for row in rows_of[c.key]])
+    files.atomic_write(out / RESULTS_CSV, table.to_csv(index=False))
+    return table

@@ -1,0 +1,16 @@
+"""Internals of `nt_pntk.tiled.kernel_matrix`, one job per module.
+
+* ``kernel_matrix``: the orchestration (checks, record, plan, run, result);
+* ``planning``: memory budgets, the memory estimate of a tile, the choice of the
+  tile size and of how many row blocks stay resident;
+* ``storage``: the output (memory, ``.npy``, ``.zarr``), the finished-tile record,
+  the lock of an output and the fingerprint of the inputs;
+* ``probe``: a few kernel entries computed by the kernel function itself, which
+  identify the kernel of an output and check the tiles;
+* ``compute``: the jitted per-device programs (Jacobian block, Gram tile, opaque tile);
+* ``sharding``: the mesh of local devices, stacking one tile per device, and which
+  tiles each process of a multi-host run computes.
+
+The Gram features it reuses come from the kernels layer
+(`nt_pntk._src.kernels.features`), which never imports this package.
+"""

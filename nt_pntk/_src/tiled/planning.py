@@ -1,0 +1,316 @@
+"""Memory budgets, the memory estimate of a tile, and the choice of tile size and resident rows.
+
+The estimate of a tile's peak memory comes from XLA: the per-device programs
+are compiled for a few tile sizes and ``compiled.memory_analysis()`` gives
+their argument, output and temporary bytes; a line (Jacobian block) or a
+quadratic (opaque tile) through those points predicts any size, and the
+chosen size is compiled and checked again before it runs (`check_plan`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+
+from nt_pntk._src import measure
+
+KIB, MIB, GIB = 1024, 1024**2, 1024**3
+MARGIN = 1.10  # the estimate times this must fit the budget (allocator slack, small buffers)
+STAGING_TILES = 8  # output tiles held on the host per lane: writer queue, the one in hand, transposes
+SLACK_BLOCKS = 1  # Jacobian blocks of allocator slack (see FeatureCosts.peak)
+MAX_TILE = 2048  # Jacobian-reuse tiles: a Gram tile this large is already at full GEMM speed
+MAX_DIRECT_TILE = 4096  # opaque tiles: each recomputes its inputs' work, so larger is cheaper
+# Cost model (units: one kernel entry of Gram work): one example's Jacobian costs about RHO
+# entries (measured 100 to 250 for dense networks on CPU), and each tile a fixed overhead
+# (dispatch, transfer, write, record).
+RHO = 128
+TILE_OVERHEAD = 4096
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "kib": KIB,
+    "mib": MIB,
+    "gib": GIB,
+    "tib": 1024**4,
+}
+
+
+def parse_bytes(name: str, value: Any) -> int | None:
+    """`value` (None, an int of bytes, or a string such as ``"2GiB"``, ``"512 MB"``) in bytes."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a number of bytes or a string such as '2GiB'; got {value!r}.")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"`{name}` must be a positive number of bytes; got {value!r}.")
+        return value
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", value)
+        if match and match.group(2).lower() in _UNITS:
+            number = float(match.group(1)) * _UNITS[match.group(2).lower()]
+            if number >= 1:
+                return int(number)
+        raise ValueError(
+            f"`{name}` must be a number of bytes or a string such as '2GiB', '512MiB' or '1.5GB' "
+            f"(units B, kB, MB, GB, TB, KiB, MiB, GiB, TiB); got {value!r}."
+        )
+    raise TypeError(f"`{name}` must be a number of bytes or a string such as '2GiB'; got {value!r}.")
+
+
+def format_bytes(n: float) -> str:
+    """``1536`` -> ``'1.5KiB'``: the form `parse_bytes` reads back (rounded up, so it is enough)."""
+    for unit, size in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+        if n >= size:
+            return f"{math.ceil(10 * n / size) / 10:g}{unit}"
+    return f"{math.ceil(n)}B"
+
+
+def default_budget(devices: Sequence[jax.Device]) -> int:
+    """Half the available host memory (CPU) or 80% of a device's free memory (accelerators)."""
+    device = devices[0]
+    if device.platform != "cpu":
+        try:
+            stats = device.memory_stats() or {}
+        except Exception:  # backends without memory stats
+            stats = {}
+        if "bytes_limit" in stats:
+            return int(0.8 * (stats["bytes_limit"] - stats.get("bytes_in_use", 0)))
+        return 4 * GIB
+    return host_available_bytes() // 2
+
+
+def host_available_bytes() -> int:
+    """MemAvailable of /proc/meminfo, else the physical memory, else 8 GiB."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * KIB
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 * GIB
+
+
+def lane_budget(budget: int, devices: Sequence[jax.Device]) -> int:
+    """The budget of one device. CPU devices (e.g. forced host devices) share one memory."""
+    if devices[0].platform == "cpu":
+        return budget // len(devices)
+    return budget
+
+
+def program_bytes(jitted: Any, *args: Any) -> int:
+    """Peak bytes of one run of `jitted` on `args` (arrays or ShapeDtypeStructs): XLA's memory analysis."""
+    return measure.peak_bytes(jitted.lower(*args).compile())
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+    """bytes(T) = a + b·T + c·T², fitted through measured points (coefficients clipped at 0)."""
+
+    a: float
+    b: float = 0.0
+    c: float = 0.0
+
+    def __call__(self, t: int) -> float:
+        return self.a + self.b * t + self.c * t * t
+
+    @classmethod
+    def fit(cls, points: Sequence[tuple[int, float]], *, linear: bool = False, square: bool = False) -> Curve:
+        """Through 2 points (`linear`: a + bT; `square`: a + cT²) or 3 points (a + bT + cT²)."""
+        if linear or square:
+            (t1, y1), (t2, y2) = points[:2]
+            g1, g2 = (t1, t2) if linear else (t1 * t1, t2 * t2)
+            slope = max((y2 - y1) / (g2 - g1), 0.0)
+            a = max(y1 - slope * g1, y2 - slope * g2, 0.0)
+            return cls(a, slope, 0.0) if linear else cls(a, 0.0, slope)
+        (t1, y1), (t2, y2), (t3, y3) = points[:3]
+        # Divided differences; a negative curvature is replaced by the chord (an upper bound beyond t3).
+        d1, d2 = (y2 - y1) / (t2 - t1), (y3 - y2) / (t3 - t2)
+        c = max((d2 - d1) / (t3 - t1), 0.0)
+        b = max(d2 - c * (t3 + t2), 0.0)
+        a = max(y3 - b * t3 - c * t3 * t3, y1 - b * t1 - c * t1 * t1, 0.0)
+        return cls(a, b, c)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureCosts:
+    """Memory of the Jacobian-reuse programs on one device, as functions of the tile size T."""
+
+    row_bytes: int  # one example's Jacobian row (all leaves)
+    jac_extra: Curve  # the Jacobian program beyond its output block: parameters, inputs, temporaries
+    gram_extra: Curve  # the Gram program beyond its two input blocks: the output tile, temporaries
+    params_bytes: int
+    out_itemsize: int
+
+    def peak(self, t: int, resident: int) -> float:
+        """Bytes with `resident` Jacobian blocks of `t` rows on the device (the one computed included).
+
+        Plus `SLACK_BLOCKS` blocks: a freed block's memory is not always reused
+        for the next one at once (measured on CPU with glibc's allocator).
+        """
+        block = t * self.row_bytes
+        working = max(self.jac_extra(t), self.gram_extra(t) + self.params_bytes)
+        return (resident + SLACK_BLOCKS) * block + working + staging_bytes(t, self.out_itemsize)
+
+
+def staging_bytes(t: int, itemsize: int) -> int:
+    return STAGING_TILES * t * t * itemsize
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How a kernel is computed: `mode` 'features' (Jacobian reuse) or 'direct' (opaque tiles)."""
+
+    mode: str
+    tile: int
+    n1: int
+    n2: int
+    symmetric: bool
+    rows_resident: int  # row blocks whose Jacobians stay on each device at once ('features')
+    lane_budget: int
+    estimate: float  # predicted peak bytes per device
+
+    @property
+    def blocks1(self) -> int:
+        return -(-self.n1 // self.tile)
+
+    @property
+    def blocks2(self) -> int:
+        return self.blocks1 if self.symmetric else -(-self.n2 // self.tile)
+
+    def tiles(self) -> list[tuple[int, int]]:
+        """All tiles (row block, column block); on and above the diagonal only when symmetric."""
+        if self.symmetric:
+            return [(i, j) for i in range(self.blocks1) for j in range(i, self.blocks1)]
+        return [(i, j) for i in range(self.blocks1) for j in range(self.blocks2)]
+
+    def super_rows(self) -> list[range]:
+        """Groups of `rows_resident` row blocks ('direct': one row block each)."""
+        k = self.rows_resident if self.mode == "features" else 1
+        return [range(s, min(s + k, self.blocks1)) for s in range(0, self.blocks1, k)]
+
+
+class BudgetTooSmall(ValueError):
+    """Raised with the minimum budget in its message."""
+
+
+def tile_candidates(n_max: int, cap: int) -> list[int]:
+    """Tile sizes up to `cap`: ceil(n_max / b) for every block count b (no more padding than
+    needed for b blocks) and the powers of two."""
+    sizes = {-(-n_max // b) for b in range(1, n_max + 1)} | {2**e for e in range(0, 13)}
+    return sorted(t for t in sizes if t <= min(cap, n_max))
+
+
+def _min_resident(symmetric: bool, blocks: int) -> int:
+    return 1 if symmetric and blocks == 1 else 2
+
+
+def features_choice(
+    costs: FeatureCosts, t: int, n1: int, n2: int, symmetric: bool, budget: int
+) -> tuple[int, float, float] | None:
+    """(rows_resident, estimate, cost) for tile `t`, or None if `budget` cannot hold it."""
+    nb1 = -(-n1 // t)
+    nb2 = nb1 if symmetric else -(-n2 // t)
+    block = t * costs.row_bytes
+    fixed = costs.peak(t, 0)
+    most = math.floor((budget / MARGIN - fixed) / block) if block else nb1 + 1
+    if most < _min_resident(symmetric, nb1):
+        return None
+    if symmetric and most >= nb1:
+        k, resident = nb1, nb1
+    else:
+        k = min(nb1, most - 1)
+        resident = k + 1
+    n_tiles = nb1 * (nb1 + 1) // 2 if symmetric else nb1 * nb2
+    jac_rows = nb1 * t
+    for s in range(0, nb1, k):
+        end = min(s + k, nb1)
+        jac_rows += (nb2 - end if symmetric else nb2) * t
+    cost = n_tiles * (t * t + TILE_OVERHEAD) + RHO * jac_rows
+    return k, costs.peak(t, resident), cost
+
+
+def plan_features(
+    costs: FeatureCosts,
+    n1: int,
+    n2: int,
+    symmetric: bool,
+    budget: int,
+    tile: int | None,
+    budget_name: str,
+    share: int = 1,
+    max_tile: int = MAX_TILE,
+    user_tile: bool | None = None,
+) -> Plan:
+    """The cheapest feasible tile size (or `tile`), and how many row blocks stay resident.
+
+    `budget` is one device's; `share` devices split the budget the user gave (CPU devices).
+    `user_tile`: whether `tile` came from the user (for the error message; default: if given).
+    """
+    n_max = max(n1, n2)
+    candidates = [tile] if tile else tile_candidates(n_max, max_tile)
+    best = None
+    for t in candidates:
+        choice = features_choice(costs, t, n1, n2, symmetric, budget)
+        if choice and (best is None or choice[2] <= best[3]):
+            best = (t, *choice)
+    if best is None:
+        t = tile or 1
+        need = MARGIN * costs.peak(t, _min_resident(symmetric, -(-n1 // t)))
+        fixed = tile is not None if user_tile is None else user_tile
+        raise BudgetTooSmall(_too_small_message(budget_name, budget * share, need * share, t, fixed))
+    t, k, estimate, _ = best
+    return Plan("features", t, n1, n2, symmetric, k, budget, estimate)
+
+
+def plan_direct(
+    peak: Callable[[int], float],
+    n1: int,
+    n2: int,
+    symmetric: bool,
+    budget: int,
+    tile: int | None,
+    budget_name: str,
+    share: int = 1,
+    max_tile: int = MAX_DIRECT_TILE,
+    user_tile: bool | None = None,
+) -> Plan:
+    """The largest tile (or `tile`) whose estimated peak fits `budget`."""
+    candidates = [tile] if tile else tile_candidates(max(n1, n2), max_tile)
+    feasible = [t for t in candidates if MARGIN * peak(t) <= budget]
+    if not feasible:
+        t = tile or 1
+        need = MARGIN * peak(t) * share
+        fixed = tile is not None if user_tile is None else user_tile
+        raise BudgetTooSmall(_too_small_message(budget_name, budget * share, need, t, fixed))
+    t = max(feasible)
+    return Plan("direct", t, n1, n2, symmetric, 1, budget, peak(t))
+
+
+def _too_small_message(name: str, budget: int, need: float, t: int, fixed: bool) -> str:
+    what = f"a tile of tile_size={t}" if fixed else "one row of the smallest tile (tile_size=1)"
+    return (
+        f"`{name}` is {format_bytes(budget)} ({budget} bytes), below the minimum of "
+        f"{format_bytes(need)} ({math.ceil(need)} bytes) that {what} needs (parameters, Jacobian rows, "
+        f"the output tile and XLA's temporaries). Pass {name}='{format_bytes(need)}' or more"
+        + (", or a smaller tile_size." if fixed and t > 1 else ".")
+    )

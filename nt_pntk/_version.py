@@ -1,0 +1,3 @@
+"""The package's version (read by ``nt-pntk --version`` without importing JAX)."""
+
+__version__ = "0.2.0"

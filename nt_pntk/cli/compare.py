@@ -1,0 +1,437 @@
+"""The N×N approximations of the eNTK side by side: error, kernel regression, spectra and cost.
+
+For a network at initialization (a zoo model, ``--model fc|cnn``, or your own,
+``--model MODULE:FUNCTION``) on N = n_train + n_test digits images and O
+outputs, each approximation K of ``nt_pntk.approximations`` (pntk, trace,
+single_logit, projection with each ``--m``) is computed on all N inputs and
+compared with the full eNTK Θ (N, N, O, O), the reference (first row):
+
+* ``rel_err``: ``||Θ - K ⊗ I_O||_F / ||Θ||_F`` on all N inputs;
+* ``test_acc``: test accuracy of kernel regression with K ⊗ I_O on centered
+  one-hot targets of the labels mod O (ridge relative to the mean diagonal,
+  ``nt_pntk.regression.predict``), and ``pred_gap``,
+  ``||f_K - f_Θ|| / ||f_Θ||``, the gap to the eNTK's own predictions;
+* ``err_lmax``, ``err_cond``, ``err_topk``: relative errors of λ_max, of the
+  condition number and (the largest over) the top-k eigenvalues of K ⊗ I_O
+  against Θ's, on the training inputs (``nt_pntk.spectra``);
+* ``time_s``: median wall time of the jitted kernel (``block_until_ready``)
+  over ``runs`` calls after a warm-up (``--repeats``, fewer when the warm-up
+  shows they would exceed ``--time-budget``); ``compile_s``: trace, lower and
+  compile; ``temp_mib``: XLA's temp bytes (``jit(...).lower(...).compile().memory_analysis()``); with
+  ``--rss``, ``rss_mib``: the peak RSS increase of a fresh process computing
+  that kernel alone, over its baseline after imports, data and parameters.
+
+``MODULE:FUNCTION`` is imported (the current directory is searched first) and
+called as ``FUNCTION(out=O)``, or ``FUNCTION(out=O, width=W)`` when ``--width``
+is given; it returns ``(init_fn, apply_fn, ...)`` as ``stax.serial`` does (or
+an object with ``init_fn`` and ``apply_fn``), for NHWC inputs (N, 8, 8, 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nt_pntk.cli import UsageError
+
+APPROXIMATIONS = ("pntk", "trace", "single_logit", "projection")
+ZOO_WIDTHS = {"fc": 64, "cnn": 32}  # default --width of the zoo models
+MIB = 2.0**20
+COLUMNS = (
+    "approximation",
+    "jac_rows",
+    "rel_err",
+    "test_acc",
+    "pred_gap",
+    "err_lmax",
+    "err_cond",
+    "err_topk",
+    "time_s",
+    "runs",
+    "compile_s",
+    "temp_mib",
+    "rss_mib",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default="fc",
+        help="zoo model 'fc' or 'cnn' (3 hidden layers), or MODULE:FUNCTION returning "
+        "(init_fn, apply_fn, ...) (default: fc)",
+    )
+    parser.add_argument(
+        "--width",
+        type=int,
+        default=None,
+        help=f"hidden units / channels (default: {ZOO_WIDTHS} for the zoo; not passed to FUNCTION)",
+    )
+    parser.add_argument("--out", type=int, default=10, help="number of outputs O (default: 10)")
+    parser.add_argument("--n-train", type=int, default=200, help="training images (default: 200)")
+    parser.add_argument("--n-test", type=int, default=100, help="test images (default: 100)")
+    parser.add_argument(
+        "--approximations",
+        nargs="+",
+        default=list(APPROXIMATIONS),
+        choices=APPROXIMATIONS,
+        help="N×N approximations to compare with the full eNTK (default: all)",
+    )
+    parser.add_argument(
+        "--m", type=int, nargs="+", default=None, help="projection: numbers of directions (default: 1 and O)"
+    )
+    parser.add_argument("--logit", type=int, default=0, help="single_logit: the logit k (default: 0)")
+    parser.add_argument(
+        "--ridge", type=float, default=1e-3, help="ridge, relative to the mean diagonal (default: 1e-3)"
+    )
+    parser.add_argument("--top-k", type=int, default=None, help="eigenvalues compared (default: 2·O)")
+    parser.add_argument(
+        "--implementation",
+        type=int,
+        default=1,
+        choices=(0, 1, 2, 3),
+        help="nt.NtkImplementation value (default: 1, JACOBIAN_CONTRACTION)",
+    )
+    parser.add_argument(
+        "--no-vmap",
+        action="store_true",
+        help="do not pass vmap_axes=0 (for a model that mixes examples, e.g. batch norm)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per kernel; median (default: 3)")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=10.0,
+        help="seconds of timed calls per kernel: fewer than --repeats (at least 1) when the warm-up "
+        "call shows they would take longer (default: 10)",
+    )
+    parser.add_argument(
+        "--rss", action="store_true", help="also measure each kernel's peak RSS in a fresh process (slower)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of data, parameters, projections")
+    parser.add_argument("--csv", type=Path, default=None, help="also save the table as this CSV file")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prints the comparison table (and saves it with ``--csv``)."""
+    import pandas as pd
+
+    _validate(args)
+    start = time.perf_counter()
+    setup = Setup.from_args(args)
+    print(setup.describe(), flush=True)
+    table = pd.DataFrame(compare(setup, rss=args.rss)).reindex(columns=list(COLUMNS))
+    if not args.rss:
+        table = table.drop(columns="rss_mib")
+    print(format_table(table))
+    print(f"\nTotal wall time: {time.perf_counter() - start:.0f} s")
+    if args.csv is not None:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.csv, index=False)
+        print(f"Saved the table to {args.csv}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> None:
+    m = args.m or []
+    checks = [
+        (args.out >= 1, f"--out must be at least 1; got {args.out}"),
+        (args.width is None or args.width >= 1, f"--width must be at least 1; got {args.width}"),
+        (args.n_train >= 1, f"--n-train must be at least 1; got {args.n_train}"),
+        (args.n_test >= 1, f"--n-test must be at least 1; got {args.n_test}"),
+        (
+            args.n_train + args.n_test <= 1797,
+            f"--n-train + --n-test must be at most 1797 (the digits); got {args.n_train + args.n_test}",
+        ),
+        (all(v >= 1 for v in m), f"--m must be at least 1; got {m}"),
+        (
+            -args.out <= args.logit < args.out,
+            f"--logit must be in [-O, O) = [{-args.out}, {args.out}); got {args.logit}",
+        ),
+        (math.isfinite(args.ridge) and args.ridge >= 0, f"--ridge must be >= 0; got {args.ridge}"),
+        (args.top_k is None or args.top_k >= 1, f"--top-k must be at least 1; got {args.top_k}"),
+        (
+            args.top_k is None or args.top_k <= args.n_train * args.out,
+            f"--top-k must be at most n_train·O = {args.n_train * args.out}; got {args.top_k}",
+        ),
+        (args.repeats >= 1, f"--repeats must be at least 1; got {args.repeats}"),
+        (args.time_budget > 0, f"--time-budget must be positive; got {args.time_budget}"),
+        (args.seed >= 0, f"--seed must be >= 0; got {args.seed}"),
+        (
+            ":" in args.model or args.model in ZOO_WIDTHS,
+            f"--model must be one of {sorted(ZOO_WIDTHS)} or MODULE:FUNCTION; got {args.model!r}",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What `compare` measures: the model, data, kernels and their options (JSON-able)."""
+
+    model: str
+    width: int | None
+    out: int
+    n_train: int
+    n_test: int
+    specs: tuple[tuple[str, dict[str, int]], ...] = ()  # (approximation, options), the eNTK first
+    ridge: float = 1e-3
+    top_k: int = 1
+    implementation: int = 1
+    vmap_axes: int | None = 0
+    repeats: int = 3
+    time_budget: float = 10.0
+    seed: int = 0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Setup:
+        width = args.width if args.width is not None or ":" in args.model else ZOO_WIDTHS[args.model]
+        specs = [("entk", {})]
+        for name in dict.fromkeys(args.approximations):  # in order, once each
+            if name == "projection":
+                ms = dict.fromkeys(args.m or [1, args.out])
+                specs += [("projection", {"m": m, "seed": args.seed}) for m in ms]
+            elif name == "single_logit":
+                specs.append(("single_logit", {"logit": args.logit}))
+            else:
+                specs.append((name, {}))
+        return cls(
+            model=args.model,
+            width=width,
+            out=args.out,
+            n_train=args.n_train,
+            n_test=args.n_test,
+            specs=tuple(specs),
+            ridge=args.ridge,
+            top_k=min(args.top_k or 2 * args.out, args.n_train * args.out),
+            implementation=args.implementation,
+            vmap_axes=None if args.no_vmap else 0,
+            repeats=args.repeats,
+            time_budget=args.time_budget,
+            seed=args.seed,
+        )
+
+    def describe(self) -> str:
+        width = "" if self.width is None else f", width {self.width}"
+        return (
+            f"eNTK approximations: model {self.model}{width}, O={self.out}, digits n_train={self.n_train}, "
+            f"n_test={self.n_test}, at init (seed {self.seed}); ridge {self.ridge:g} × mean diagonal; "
+            f"top-k={self.top_k}; implementation {self.implementation}; time: median of up to {self.repeats} "
+            f"runs ({self.time_budget:g} s budget each)."
+        )
+
+
+def label(name: str, options: dict[str, int]) -> str:
+    """A row label such as ``'projection (m=10)'``."""
+    shown = {k: v for k, v in options.items() if k != "seed"}
+    return name if not shown else f"{name} ({', '.join(f'{k}={v}' for k, v in shown.items())})"
+
+
+def load_model(model: str, width: int | None, out: int) -> tuple[Any, Any]:
+    """``(init_fn, apply_fn)`` of a zoo model or of ``MODULE:FUNCTION`` (see the module docstring)."""
+    from nt_pntk._src.experiments import models
+
+    if ":" not in model:
+        m = models.get_model(model, width=width, outputs=out)
+        return m.init_fn, m.apply_fn
+    module_name, _, function_name = model.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as e:
+        raise UsageError(f"--model {model!r}: cannot load {function_name!r}: {e}") from None
+    built = function(out=out) if width is None else function(out=out, width=width)
+    if hasattr(built, "init_fn") and hasattr(built, "apply_fn"):
+        return built.init_fn, built.apply_fn
+    if isinstance(built, (tuple, list)) and len(built) >= 2 and all(map(callable, built[:2])):
+        return built[0], built[1]
+    raise UsageError(
+        f"--model {model!r} returned {type(built).__name__}; it must return "
+        "(init_fn, apply_fn, ...) as stax.serial does, or an object with init_fn and apply_fn."
+    )
+
+
+def _inputs(setup: Setup) -> tuple[Any, ...]:
+    """``(apply_fn, params, x_all, labels_train, labels_test)``: the same in every process."""
+    import jax
+    import jax.numpy as jnp
+
+    from nt_pntk._src.experiments import data
+
+    x_train, y_train, x_test, y_test = data.digits_split(setup.n_train, setup.n_test, seed=setup.seed)
+    x_all = jnp.asarray(np.concatenate([x_train, x_test]))
+    init_fn, apply_fn = load_model(setup.model, setup.width, setup.out)
+    # One compiled init instead of one dispatch (and compile) per layer's random draw.
+    params = jax.jit(lambda key: init_fn(key, x_all.shape)[1])(jax.random.PRNGKey(setup.seed))
+    return apply_fn, params, x_all, y_train, y_test
+
+
+def measure(setup: Setup, name: str, options: dict[str, int], apply_fn, params, x) -> dict[str, Any]:
+    """Compiles and times approximation ``name`` on ``x`` (x2 = x1); returns its value and costs."""
+    import jax
+
+    from nt_pntk._src.kernels import approximations
+
+    kernel_fn = approximations.approximation_fn(
+        name,
+        apply_fn,
+        vmap_axes=setup.vmap_axes,
+        implementation=setup.implementation,
+        **options,
+    )
+    t0 = time.perf_counter()
+    compiled = jax.jit(lambda x1, p: kernel_fn(x1, None, p)).lower(x, params).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    value = jax.block_until_ready(compiled(x, params))  # warm-up
+    warmup_s = time.perf_counter() - t0
+    runs = min(setup.repeats, max(1, int(setup.time_budget // max(warmup_s, 1e-9))))
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        value = jax.block_until_ready(compiled(x, params))
+        times.append(time.perf_counter() - t0)
+    temp = _temp_bytes(compiled)
+    return dict(
+        value=np.asarray(value, np.float64),
+        time_s=statistics.median(times) if times else math.nan,
+        runs=len(times),
+        compile_s=compile_s,
+        temp_mib=math.nan if temp is None else temp / MIB,
+    )
+
+
+def compare(setup: Setup, *, rss: bool = False) -> list[dict[str, Any]]:
+    """One row per kernel of ``setup.specs`` (the eNTK first), with the columns of `COLUMNS`."""
+    from nt_pntk._src.experiments import data
+    from nt_pntk._src.kernels import approximations, regression, spectra
+
+    apply_fn, params, x_all, labels_train, labels_test = _inputs(setup)
+    n, out = setup.n_train, setup.out
+    targets = data.centred_one_hot(labels_train % out, out)
+    rows, reference = [], None
+    for name, options in setup.specs:
+        result = measure(setup, name, options, apply_fn, params, x_all)
+        k = result.pop("value")
+        f = regression.predict(k[:n, :n], targets, k[n:, :n], ridge=setup.ridge)
+        if reference is None:  # the eNTK
+            reference = dict(entk=k, f=f, spectrum=spectra.spectrum(k[:n, :n]))
+        errors = spectra.spectral_errors(reference["spectrum"], k[:n, :n], top_k=setup.top_k)
+        rows.append(
+            dict(
+                approximation=label(name, options),
+                jac_rows=approximations.jacobian_rows(name, out, **options),
+                rel_err=approximations.relative_error(reference["entk"], k),
+                test_acc=float(np.mean(np.argmax(f, axis=1) == labels_test % out)),
+                pred_gap=float(np.linalg.norm(f - reference["f"]) / np.linalg.norm(reference["f"])),
+                err_lmax=errors.lambda_max,
+                err_cond=errors.condition_number,
+                err_topk=float(np.max(errors.top_k)),
+                **result,
+                rss_mib=peak_rss_in_subprocess(setup, name, options) if rss else math.nan,
+            )
+        )
+    return rows
+
+
+def format_table(table: Any) -> str:
+    """The table as text, with a legend."""
+    formatters = {
+        "rel_err": "{:.4f}".format,
+        "test_acc": "{:.3f}".format,
+        "pred_gap": "{:.4f}".format,
+        "err_lmax": "{:.4f}".format,
+        "err_cond": "{:.4f}".format,
+        "err_topk": "{:.4f}".format,
+        "time_s": "{:.4g}".format,
+        "compile_s": "{:.2f}".format,
+        "temp_mib": "{:.1f}".format,
+        "rss_mib": "{:.0f}".format,
+    }
+    legend = (
+        "rel_err = ||eNTK - K⊗I||/||eNTK||; test_acc, pred_gap = ||f_K - f_eNTK||/||f_eNTK||: kernel "
+        "regression;\nerr_lmax, err_cond, err_topk (max over top-k): relative spectral errors on the "
+        "training kernel;\njac_rows: Jacobian rows per input; time_s: median; temp_mib: XLA temp bytes"
+        + ("; rss_mib: peak RSS increase in a fresh process." if "rss_mib" in table.columns else ".")
+    )
+    return "\n" + table.to_string(index=False, formatters=formatters, na_rep="-") + "\n\n" + legend
+
+
+# --- Peak RSS: one kernel in a fresh process. ---
+
+
+def peak_rss_in_subprocess(setup: Setup, name: str, options: dict[str, int]) -> float:
+    """The peak RSS increase (MiB) of a fresh process computing kernel ``name`` once; NaN if it fails."""
+    fields = {**dataclasses.asdict(setup), "specs": ()}
+    spec = json.dumps({"setup": fields, "name": name, "options": options, "cwd": os.getcwd()})
+    proc = subprocess.run(
+        [sys.executable, "-m", "nt_pntk.cli.compare", "--worker", spec],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+        print(f"  peak RSS of {label(name, options)} not measured (exit {proc.returncode}): {tail[0][:200]}")
+        return math.nan
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["rss_mib"])
+
+
+def _worker(spec: dict[str, Any]) -> dict[str, float]:
+    """Computes one kernel once (compile + run) in this fresh process; its peak RSS increase."""
+    import jax
+
+    if spec["cwd"] not in sys.path:
+        sys.path.insert(0, spec["cwd"])
+    setup = Setup(**{**spec["setup"], "specs": (), "repeats": 0})
+    apply_fn, params, x_all, _, _ = _inputs(setup)
+    jax.block_until_ready((x_all, params))
+    baseline = _peak_rss_bytes()
+    measure(setup, spec["name"], spec["options"], apply_fn, params, x_all)
+    return {"rss_mib": (_peak_rss_bytes() - baseline) / MIB}
+
+
+def _temp_bytes(compiled: Any) -> int | None:
+    try:
+        analysis = compiled.memory_analysis()
+    except Exception:  # not every backend implements it
+        return None
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else None
+    return getattr(analysis, "temp_size_in_bytes", None)
+
+
+def _peak_rss_bytes() -> int:
+    """This process's peak RSS (``VmHWM``: its own, unlike ``ru_maxrss``, which a child inherits)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m nt_pntk.cli.compare")
+    parser.add_argument("--worker", required=True, help="JSON spec of one kernel")
+    print(json.dumps(_worker(json.loads(parser.parse_args().worker))))

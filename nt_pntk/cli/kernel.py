@@ -1,0 +1,257 @@
+"""A network's pNTK (or eNTK) on a dataset with `nt_pntk.tiled.kernel_matrix`: tiled, to disk, resumable.
+
+The network is a zoo model (``--model fc --width 512 --out-dim 10``) or your own
+``--function module:function`` returning ``(init_fn, apply_fn)`` (a stax triple
+works too); its parameters are ``init_fn(PRNGKey(--seed), ...)``. The inputs are
+a ``.npy`` file of examples along axis 0 (``--input``), or the digits
+(8×8×1 images, standardized): ``--n`` examples, a random subset of the 1,797
+digits, or for ``--n`` above 1,797 the digits repeated, each copy after the
+first shifted by up to one pixel and with N(0, 0.05²) noise added
+(augmented, so that no two inputs are identical).
+
+Run it again with the same arguments to resume an interrupted run: finished
+tiles are kept (see ``<output>.tiles/``).
+
+Example::
+
+    nt-pntk kernel --model fc --width 256 --n 20000 --output k.npy --memory-budget 2GiB
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nt_pntk.cli import UsageError
+
+DIGITS = 1797
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    model = parser.add_argument_group("network")
+    model.add_argument("--model", default="fc", help="zoo model: fc, cnn, wide_resnet, resnet (default: fc)")
+    model.add_argument("--width", type=int, default=256, help="hidden units or channels (default: 256)")
+    model.add_argument(
+        "--depth", type=int, default=None, help="the zoo model's depth option (default: its own)"
+    )
+    model.add_argument("--out-dim", type=int, default=10, help="number of outputs O (default: 10)")
+    model.add_argument(
+        "--function",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help="instead of --model: a function of no arguments returning (init_fn, apply_fn)",
+    )
+    model.add_argument(
+        "--kernel",
+        choices=("pntk", "ntk"),
+        default="pntk",
+        help="pntk: the pseudo-NTK; ntk: NT's eNTK traced over the outputs (default: pntk)",
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--input", type=Path, default=None, help="a .npy file of examples along axis 0")
+    data.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help=f"number of examples: the first N of --input, or N digits (augmented above {DIGITS}); "
+        f"default: all of --input, or {DIGITS} digits",
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument("--output", type=Path, required=True, help="the kernel's path: .npy or .zarr")
+    out.add_argument("--memory-budget", default=None, help="e.g. 2GiB (default: half the available memory)")
+    out.add_argument(
+        "--tile-size", type=int, default=None, help="tile side (default: chosen from the budget)"
+    )
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the parameters and the data (default: 0)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import jax
+
+    from nt_pntk._src.kernels import approximations
+    from nt_pntk._src.tiled import kernel_matrix as tiled
+
+    check_output(args.output)
+    x = load_inputs(args.input, args.n, args.seed)
+    init_fn, apply_fn, name = load_network(args)
+    if not args.function:
+        check_input_rank(args.model, x.shape)
+    try:
+        _, params = init_fn(jax.random.PRNGKey(args.seed), (-1, *x.shape[1:]))
+    except (ValueError, TypeError, IndexError) as e:
+        # stax fails deep inside a layer (an IndexError for a conv on flat inputs): say which pairing failed.
+        raise UsageError(
+            f"{name} cannot take inputs of shape {x.shape[1:]} (one example): its init_fn failed with "
+            f"{type(e).__name__}: {e}. Pass inputs of the shape the network expects."
+        ) from e
+    approximation = approximations.PNTK() if args.kernel == "pntk" else approximations.Trace()
+    fn = approximation.kernel_fn(apply_fn, vmap_axes=0)
+    print(
+        f"{args.kernel} of {name} on {x.shape[0]} inputs of shape {x.shape[1:]} -> {args.output}", flush=True
+    )
+    start = time.perf_counter()
+    try:
+        k = tiled.kernel_matrix(
+            fn,
+            x,
+            None,
+            params,
+            output=args.output,
+            memory_budget=args.memory_budget,
+            tile_size=args.tile_size,
+            progress=not args.no_progress,
+        )
+    except ValueError as e:
+        # A bad --memory-budget or --tile-size, or an --output holding another kernel.
+        raise UsageError(str(e)) from e
+    except OSError as e:
+        if e.filename is None and e.errno is not None:  # e.g. ENOSPC from a write: name the output
+            raise OSError(e.errno, e.strerror, str(args.output)) from e
+        raise
+    print(f"{k.shape} {k.dtype} kernel in {args.output} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def check_output(path: Path) -> None:
+    """--output's suffix, and a writable folder to hold it, checked before any work."""
+    if path.suffix not in (".npy", ".zarr"):
+        raise UsageError(f"--output must end in .npy or .zarr; got {path}")
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise UsageError(f"--output {path}: its folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"--output {path}: its folder {parent} is not writable (permission denied); "
+            "choose a folder you can write to"
+        )
+
+
+# Zoo models built from convolutions take NHWC images; the FC flattens whatever it gets.
+IMAGE_MODELS = ("cnn", "wide_resnet", "resnet")
+
+
+def check_input_rank(model: str, shape: tuple[int, ...]) -> None:
+    """A zoo model's input rank, checked before building it (stax's own failure is an IndexError)."""
+    if model in IMAGE_MODELS and len(shape) != 4:
+        raise UsageError(
+            f"--model {model} needs images of shape (N, height, width, channels); the inputs have shape "
+            f"{shape}. Reshape them (e.g. x.reshape(-1, 8, 8, 1) for flat 8×8 images) or use --model fc"
+        )
+    if len(shape) < 2:
+        raise UsageError(
+            f"--model {model} needs inputs of shape (N, features...) with examples along axis 0; "
+            f"got shape {shape}. For one feature per example save x[:, None]"
+        )
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def load_inputs(path: Path | None, n: int | None, seed: int) -> np.ndarray:
+    if n is not None and n < 1:
+        raise UsageError(f"--n must be positive; got {n}")
+    if path is None:
+        return digits(DIGITS if n is None else n, seed)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise UsageError(f"--input {path} {what}; pass a .npy file of examples along axis 0 (numpy.save)")
+    fix = "Save the examples with numpy.save(path, x): a numeric array, examples along axis 0"
+    with open(path, "rb") as f:
+        is_npy = f.read(len(NPY_MAGIC)) == NPY_MAGIC
+    if not is_npy:
+        raise UsageError(f"--input {path} is not a .npy file (it lacks NumPy's header). {fix}")
+    try:
+        x = np.load(path, mmap_mode="r")
+    except ValueError as e:  # truncated, or an object array (which would need pickle)
+        raise UsageError(f"--input {path} is not a readable .npy array: {str(e).rstrip('.')}. {fix}") from e
+    if x.dtype.kind not in "biuf" or x.ndim < 1:
+        raise UsageError(f"--input {path} holds a {x.dtype} array of shape {x.shape}. {fix}")
+    if n is not None and n > x.shape[0]:
+        raise UsageError(f"--n {n} asks for more rows than --input {path} has: its shape is {x.shape}")
+    return np.asarray(x[:n] if n is not None else x)
+
+
+def digits(n: int, seed: int = 0) -> np.ndarray:
+    """`n` standardized digits (N, 8, 8, 1): a random subset, or augmented copies beyond 1,797.
+
+    Copy c ≥ 1 of the 1,797 images is shifted by a random (dy, dx) in {-1, 0, 1}²
+    (np.roll, per image) and gets N(0, 0.05²) noise.
+    """
+    from nt_pntk._src.experiments.data import load_digits_images
+
+    images, _ = load_digits_images()
+    rng = np.random.default_rng(seed)
+    if n <= len(images):
+        return images[np.sort(rng.permutation(len(images))[:n])]
+    copies = [images]
+    while sum(len(c) for c in copies) < n:
+        shifts = rng.integers(-1, 2, size=(len(images), 2))
+        shifted = np.stack(
+            [np.roll(img, tuple(s), axis=(0, 1)) for img, s in zip(images, shifts, strict=True)]
+        )
+        copies.append((shifted + rng.normal(0.0, 0.05, shifted.shape)).astype(images.dtype))
+    return np.concatenate(copies)[:n]
+
+
+def load_network(args: argparse.Namespace) -> tuple:
+    if args.function:
+        return load_function(args.function)
+    from nt_pntk._src.experiments import models
+
+    options = {} if args.depth is None else {"depth": args.depth}
+    try:
+        model = models.get_model(args.model, width=args.width, outputs=args.out_dim, **options)
+    except (ValueError, TypeError) as e:
+        raise UsageError(str(e)) from e
+    depth = f", depth {args.depth}" if args.depth is not None else ""
+    return model.init_fn, model.apply_fn, f"{args.model} (width {args.width}{depth}, {args.out_dim} outputs)"
+
+
+def load_function(spec: str) -> tuple:
+    """``(init_fn, apply_fn, spec)`` from ``--function module:function``."""
+    module_name, _, function_name = spec.partition(":")
+    if not module_name or not function_name:
+        raise UsageError(f"--function must be MODULE:FUNCTION, e.g. mymodels:build; got {spec!r}")
+    # The console script's sys.path lacks the current folder that `python -m` would have.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name is not None and (module_name == e.name or module_name.startswith(e.name + ".")):
+            raise UsageError(
+                f"cannot import module {module_name!r} named in --function {spec!r}: {e}; put it in the "
+                "current folder or on PYTHONPATH"
+            ) from e
+        raise UsageError(f"importing module {module_name!r} named in --function {spec!r} failed: {e}") from e
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        what = "has no attribute" if function is None else "has a non-callable"
+        raise UsageError(
+            f"module {module_name!r} ({getattr(module, '__file__', '?')}) {what} {function_name!r} named in "
+            f"--function {spec!r}; pass a function of no arguments that returns (init_fn, apply_fn)"
+        )
+    try:
+        inspect.signature(function).bind()
+    except TypeError as e:  # a function that needs arguments (a signature-less builtin passes)
+        raise UsageError(
+            f"--function {spec!r} must name a function of no arguments returning (init_fn, apply_fn); "
+            f"{function_name} needs some: {e}"
+        ) from e
+    except ValueError:  # no signature to inspect: call it and see
+        pass
+    network = function()
+    if not isinstance(network, tuple) or len(network) < 2 or not all(map(callable, network[:2])):
+        raise UsageError(f"{spec}() must return (init_fn, apply_fn); got {type(network).__name__}")
+    return network[0], network[1], spec
