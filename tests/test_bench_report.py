@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nt_pntk._src.bench import asv_results as br
 from nt_pntk import cli
+from nt_pntk._src.bench import asv_results as br
 
 COMMIT_A = "a" * 8 + "1" * 32
 COMMIT_B = "b" * 8 + "2" * 32

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nt_pntk.cli import compare as _compare
 from nt_pntk import cli
+from nt_pntk.cli import compare as _compare
 
 O = 3  # noqa: E741  (the number of outputs, as in the paper)
 M = 2  # projection directions

@@ -11,10 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nt_pntk.cli import demo as _demo
 from nt_pntk import cli
-from nt_pntk.experiments import data
-from nt_pntk.experiments import models
+from nt_pntk.cli import demo as _demo
+from nt_pntk.experiments import data, models
 
 N, O, WIDTH = 4, 3, 4  # noqa: E741  (O: the number of outputs, as in the paper)
 

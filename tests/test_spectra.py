@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from reference import IMAGE, RTOL, full_entk_nt
 
-from nt_pntk.experiments import models
 from nt_pntk import spectra
+from nt_pntk.experiments import models
 
 O = 3  # noqa: E741  (the number of outputs, as in the paper)
 N = 4

@@ -26,8 +26,8 @@ import nt_pntk
 import neural_tangents as nt
 from neural_tangents import stax
 
-from nt_pntk.experiments import models
 from nt_pntk._src.tiled import compute, storage
+from nt_pntk.experiments import models
 from nt_pntk.tiled import kernel_matrix, with_jacobian_features
 
 HELPERS = str(Path(__file__).parent / "tiled_helpers.py")

@@ -1,8 +1,10 @@
 """The model zoo: stax networks in NTK parameterization (``fc``, ``cnn``, ``wide_resnet``, ``resnet``)."""
 
 from nt_pntk._src.experiments.models import (
+    B_STD,
     MODELS,
     RESNET_STAGES,
+    W_STD,
     Model,
     cnn,
     fc,

@@ -120,8 +120,8 @@ class Record:
         if problem:
             raise ValueError(
                 f"The tile record {str(self.meta_path)!r} of `output`={str(self.out)!r} is damaged: "
-                f"{problem}; nothing was overwritten. Delete {str(self.out)!r} and {str(self.dir)!r} to start "
-                "over."
+                f"{problem}; nothing was overwritten. Delete {str(self.out)!r} and {str(self.dir)!r} "
+                "to start over."
             )
         return meta
 
