@@ -3,8 +3,9 @@
 import sys
 
 if __name__ == "__main__":
-    from nt_pntk._src import checks
-    from nt_pntk.cli import main
+    from nt_pntk.cli import main, warn_deprecated
 
-    checks.deprecated("python -m nt_pntk.figure1", "nt-pntk figure1", stacklevel=1)
+    # One line on stderr, as for the command line's renamed options (a DeprecationWarning from
+    # a library module is hidden by Python's default filters).
+    warn_deprecated("nt-pntk figure1", "python -m nt_pntk.figure1 is deprecated", "use nt-pntk figure1")
     sys.exit(main(["figure1", *sys.argv[1:]]))

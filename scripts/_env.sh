@@ -9,9 +9,16 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 STAMP="$VENV/.nt-pntk-installed"
-if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] || [ "$ROOT/constraints.txt" -nt "$STAMP" ]; then
+# The editable install copies the startup module into site-packages: reinstall when it changes.
+NEWER=("$ROOT/pyproject.toml" "$ROOT/constraints.txt" "$ROOT/startup/_nt_pntk_startup.py")
+needs_install=0
+[ -f "$STAMP" ] || needs_install=1
+for file in "${NEWER[@]}"; do if [ "$file" -nt "$STAMP" ]; then needs_install=1; fi; done
+if [ "$needs_install" = 1 ]; then
   "$PY" -m pip install --quiet --upgrade pip
-  "$PY" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[test,bench,flax,equinox]"
+  # PIP_CONSTRAINT also pins the build backend in pip's isolated build environment.
+  PIP_CONSTRAINT="$ROOT/constraints.txt" \
+    "$PY" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[test,bench,flax,equinox]"
   "$PY" -m pip install --quiet --no-deps -c "$ROOT/constraints.txt" neural-tangents
   touch "$STAMP"
 fi

@@ -1,9 +1,10 @@
-"""Test helpers: tiny models and two independent references for the pNTK.
+"""Test helpers: tiny models and independent references for the kernels.
 
 A reference eNTK comes either from NT's full kernel (``trace_axes=()``,
-Jacobian contraction) or from ``jax.jacobian`` written out by hand; the pNTK
-reference is then (1/O) Σ_{o,o'} of its O×O blocks over the trace axes,
-computed in float64 NumPy.
+Jacobian contraction) or from ``jax.jacobian`` written out by hand (independent
+of NT); the pNTK reference is then (1/O) Σ_{o,o'} of its O×O blocks over the
+trace axes, NT's traced kernel (1/O) Σ_o of their diagonals, and the NNGP the
+same trace of the outer product of the outputs, all computed in float64 NumPy.
 """
 
 from __future__ import annotations
@@ -154,22 +155,42 @@ def pntk_from_full(full: np.ndarray, trace_axes: tuple[int, ...], diagonal_axes:
     `full` is a (*out1, *out2) eNTK (or a PyTree of them); the kept axes come out
     in output order, a pair (out1, out2) each, one axis for each diagonal axis.
     """
+    return jax.tree.map(lambda k: _reduce(k, trace_axes, diagonal_axes, every_pair=True), full)
 
-    def one(k: np.ndarray) -> np.ndarray:
-        rank = k.ndim // 2
-        traced = {a % rank for a in trace_axes}
-        diagonal = {a % rank for a in diagonal_axes}
-        letters = iter(string.ascii_letters)
-        idx1 = [next(letters) for _ in range(rank)]
-        idx2 = [idx1[i] if i in diagonal else next(letters) for i in range(rank)]
-        kept = []
-        for i in range(rank):
-            if i not in traced:
-                kept += [idx1[i]] if i in diagonal else [idx1[i], idx2[i]]
-        count = math.prod(k.shape[i] for i in traced)
-        return np.einsum(f"{''.join(idx1)}{''.join(idx2)}->{''.join(kept)}", k) / count
 
-    return jax.tree.map(one, full)
+def trace_from_full(
+    full: np.ndarray, trace_axes: tuple[int, ...], diagonal_axes: tuple[int, ...] = ()
+) -> Any:
+    """(1/O) Σ_o Θ_oo over `trace_axes` (NT's meaning of ``trace_axes``), else as `pntk_from_full`."""
+    return jax.tree.map(lambda k: _reduce(k, trace_axes, diagonal_axes, every_pair=False), full)
+
+
+def _reduce(k: np.ndarray, trace_axes: tuple[int, ...], diagonal_axes: tuple[int, ...], every_pair: bool):
+    rank = k.ndim // 2
+    traced = {a % rank for a in trace_axes}
+    diagonal = {a % rank for a in diagonal_axes}
+    paired = diagonal if every_pair else diagonal | traced  # out2 axes indexed like out1's
+    letters = iter(string.ascii_letters)
+    idx1 = [next(letters) for _ in range(rank)]
+    idx2 = [idx1[i] if i in paired else next(letters) for i in range(rank)]
+    kept = []
+    for i in range(rank):
+        if i not in traced:
+            kept += [idx1[i]] if i in diagonal else [idx1[i], idx2[i]]
+    count = math.prod(k.shape[i] for i in traced)
+    return np.einsum(f"{''.join(idx1)}{''.join(idx2)}->{''.join(kept)}", k) / count
+
+
+def outputs_outer(f: Callable, x1: Any, x2: Any, params: Any, **kwargs) -> Any:
+    """f(x1) ⊗ f(x2) in float64, per output leaf, laid out as (*f(x1).shape, *f(x2).shape).
+
+    Its `trace_from_full` is the empirical NNGP; `x2=None` means x1.
+    """
+    fx1 = f(params, x1, **kwargs)
+    fx2 = fx1 if x2 is None else f(params, x2, **kwargs)
+    return jax.tree.map(
+        lambda a, b: np.multiply.outer(np.asarray(a, np.float64), np.asarray(b, np.float64)), fx1, fx2
+    )
 
 
 def kernel(fn: Callable, x1: Any, x2: Any, params: Any, **kwargs) -> Any:

@@ -1,11 +1,15 @@
-"""The approximations of `nt_pntk.approximations` against their definitions from NT's full eNTK."""
+"""The approximations of `nt_pntk.approximations` against their definitions from the full eNTK.
+
+The reference eNTK is J(x1) J(x2)ᵀ from ``jax.jacobian`` in float64 (`reference.full_entk_jacobian`),
+independent of NT, which computes the approximations (and is the full eNTK itself for ``'entk'``).
+"""
 
 from __future__ import annotations
 
 import jax
 import numpy as np
 import pytest
-from reference import RTOL, assert_close, full_entk_nt, kernel, problem
+from reference import RTOL, assert_close, full_entk_jacobian, kernel, problem
 
 from nt_pntk import approximations
 
@@ -16,8 +20,8 @@ LOGIT = 2  # single_logit's k
 
 
 def entk_blocks(p, x2=None) -> np.ndarray:
-    """NT's full eNTK of problem `p` as float64 (N1, N2, O, O) blocks Θ_oo'(x_a, x_b)."""
-    return full_entk_nt(p.f, p.x1, x2, p.params).transpose(0, 2, 1, 3)
+    """The full eNTK of problem `p` from `jax.jacobian`, as float64 (N1, N2, O, O) blocks Θ_oo'(x_a, x_b)."""
+    return full_entk_jacobian(p.f, p.x1, x2, p.params).transpose(0, 2, 1, 3)
 
 
 def projection_definition(e: np.ndarray, m: int, seed: int) -> np.ndarray:
@@ -43,6 +47,7 @@ DEFINITIONS = [
     DEFINITIONS,
     ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items())}" for n, o, _ in DEFINITIONS],
 )
+@pytest.mark.usefixtures("float64")  # to 1e-10: a wrong entry or layout cannot hide in round-off
 def test_matches_its_definition_from_the_full_entk(name, options, definition):
     p = problem("fc", out=O)
     kernel_fn = approximations.approximation_fn(name, p.f, vmap_axes=0, **options)
@@ -55,7 +60,7 @@ def test_single_axis_kernels_keep_other_axes(name):
     p = problem("seq", out=O)
     options = {"logit": LOGIT} if name == "single_logit" else {"m": M, "seed": SEED}
     kernel_fn = approximations.approximation_fn(name, p.f, diagonal_axes=(1,), **options)
-    full = full_entk_nt(p.f, p.x1, p.x2, p.params)  # (N1, T, O, N2, T, O)
+    full = full_entk_jacobian(p.f, p.x1, p.x2, p.params)  # (N1, T, O, N2, T, O)
     e = np.einsum("atobtp->abtop", full)  # (N1, N2, T, O, O): the diagonal in t
     if name == "single_logit":
         expected = e[..., LOGIT, LOGIT]
@@ -158,12 +163,13 @@ def test_unknown_name_lists_the_names():
 @pytest.mark.parametrize(
     ("name", "options", "error", "match"),
     [
-        ("projection", {"m": 0}, ValueError, r"`m` must be at least 1; got m=0"),
-        ("projection", {"m": -2}, ValueError, r"`m` must be at least 1"),
-        ("projection", {"m": 1.5}, TypeError, r"`m` must be an int"),
-        ("projection", {"m": True}, TypeError, r"`m` must be an int"),
-        ("projection", {"seed": -1}, ValueError, r"`seed` must be a non-negative int"),
-        ("single_logit", {"logit": "0"}, TypeError, r"`logit` must be an int"),
+        ("projection", {"m": 0}, ValueError, r"`m` must be an int >= 1; got m=0\."),
+        ("projection", {"m": -2}, ValueError, r"`m` must be an int >= 1; got m=-2\."),
+        ("projection", {"m": 1.5}, TypeError, r"`m` must be an int; got 1\.5 of type float\."),
+        ("projection", {"m": True}, TypeError, r"`m` must be an int; got True of type bool\."),
+        ("projection", {"seed": -1}, ValueError, r"`seed` must be an int >= 0; got seed=-1\."),
+        ("projection", {"seed": 0.0}, TypeError, r"`seed` must be an int; got 0\.0 of type float\."),
+        ("single_logit", {"logit": "0"}, TypeError, r"`logit` must be an int; got '0' of type str\."),
         ("pntk", {"m": 2}, TypeError, r"approximation 'pntk' takes no options; got \['m'\]"),
         ("projection", {"logit": 1}, TypeError, r"'projection' takes only \['m', 'seed'\]; got \['logit'\]"),
     ],
@@ -213,3 +219,32 @@ def test_mismatched_inputs():
 def test_relative_error_shapes(entk_shape, kernel_shape, match):
     with pytest.raises(ValueError, match=match):
         approximations.relative_error(np.ones(entk_shape), np.ones(kernel_shape))
+
+
+# --- Gram features: what `kernel_matrix` reuses across tiles. ---
+
+GRAM_APPROXIMATIONS = [
+    (approximations.PNTK(), "pntk", {}),
+    (approximations.Trace(), "trace", {}),
+    (approximations.SingleLogit(LOGIT), "single_logit", {"logit": LOGIT}),
+    (approximations.Projection(m=M, seed=SEED), "projection", {"m": M, "seed": SEED}),
+]
+
+
+@pytest.mark.usefixtures("float64")
+@pytest.mark.parametrize(
+    ("approximation", "name", "options"),
+    GRAM_APPROXIMATIONS,
+    ids=[repr(a) for a, _, _ in GRAM_APPROXIMATIONS],
+)
+def test_gram_features_give_the_definition(approximation, name, options):
+    """Σ_l F_l(x1) F_l(x2)ᵀ is the approximation's kernel, from `jacobian_rows(O)` rows of P numbers each."""
+    p = problem("fc", out=O)
+    features_fn = jax.jit(approximation.kernel_fn(p.f, vmap_axes=0).features_fn())
+    f1, f2 = features_fn(p.x1, p.params), features_fn(p.x2, p.params)
+    gram = sum(np.asarray(a, np.float64) @ np.asarray(b, np.float64).T for a, b in zip(f1, f2, strict=True))
+    definition = dict((n, d) for n, o, d in DEFINITIONS if n == name and o == options)[name]
+    assert_close(gram, definition(entk_blocks(p, p.x2)))
+    parameters = sum(np.size(leaf) for leaf in jax.tree.leaves(p.params))
+    assert sum(a.shape[1] for a in f1) == approximation.jacobian_rows(O) * parameters
+    assert all(a.shape[0] == len(p.x1) for a in f1)

@@ -5,11 +5,16 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import nt_pntk
 from nt_pntk import cli
 from nt_pntk._src.bench import asv_results as br
 
@@ -385,3 +390,29 @@ def test_sweeps_with_too_few_usable_points_are_not_fitted(tmp_path):
     assert set(peak["axis"]) == {"N", "width"}
     exponent, r2 = _exponent(br.fit_exponents(frame, min_points=2), "peakmem", "fc", "entk", "1", "O")
     assert exponent == pytest.approx(PEAK_EXPONENTS["entk"][1]) and math.isnan(r2)
+
+
+def test_bench_report_imports_neither_jax_nor_scipy(results_dir, tmp_path):
+    """A report (exponents, CSV files, a comparison) in a fresh interpreter: pandas, no JAX, NT or
+    SciPy (seconds of start-up for nothing)."""
+    argv = ["bench-report", "--results", str(results_dir), "--plots", ""]  # plots: matplotlib, above
+    argv += ["--csv", str(tmp_path / "csv"), "--compare", COMMIT_A[:8], COMMIT_B[:8]]
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from nt_pntk.cli import main
+        code = main({argv!r})
+        loaded = {{m.split(".")[0] for m in sys.modules}}
+        heavy = sorted(loaded & {{"jax", "jaxlib", "neural_tangents", "scipy"}})
+        print("EXIT", code, "HEAVY", ",".join(heavy), file=sys.stderr)
+        """
+    )
+    checkout = str(Path(nt_pntk.__file__).resolve().parents[1])  # this checkout's package, not another
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [checkout, os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.stderr.splitlines()[-1] == "EXIT 0 HEAVY ", proc.stderr
+    assert "Fitted exponents" in proc.stdout and "Comparison" in proc.stdout
+    assert any((tmp_path / "csv").glob("exponents-*.csv")) and any((tmp_path / "csv").glob("compare-*.csv"))

@@ -1,12 +1,16 @@
-"""The `nt-pntk` command's error handling: one line on stderr and a documented exit code, not a traceback.
+"""The `nt-pntk` command: error handling (one line on stderr and a documented exit code, not a
+traceback), start-up without JAX where none is needed, `--version`, the deprecated option names,
+and `nt-pntk kernel`'s values.
 
-Most tests call `cli.main` in-process; two run the installed console script.
+Most tests call `cli.main` in-process; some run a fresh interpreter or the installed console script.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib.metadata
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,12 +19,20 @@ import time
 import types
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
+import nt_pntk
 from nt_pntk import cli
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("nt-pntk")
+# The fresh interpreters import this checkout's nt_pntk, whatever the environment has installed.
+CHECKOUT = str(Path(nt_pntk.__file__).resolve().parents[1])
+CHECKOUT_ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [CHECKOUT, os.environ.get("PYTHONPATH")])),
+}
 INTERRUPTED_LINE = "interrupted; finished work is kept on disk, run the same command again to resume"
 
 
@@ -140,11 +152,11 @@ def test_help_documents_exit_codes_and_the_traceback_switch(argv, capsys):
 def test_figure1_goes_through_the_wrapper(monkeypatch, tmp_path, capsys):
     from nt_pntk._src.experiments import figure1
 
-    def full_disk(args):
+    def full_disk(**options):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "figure1.csv"))
 
     monkeypatch.setattr(figure1, "measure", full_disk)
-    assert cli.main(["figure1", "--out", str(tmp_path)]) == 1
+    assert cli.main(["figure1", "--output", str(tmp_path)]) == 1
     assert f"{tmp_path / 'figure1.csv'}: {os.strerror(errno.ENOSPC)}" in error_line(capsys, "figure1")
 
 
@@ -185,8 +197,9 @@ def user_module(tmp_path, monkeypatch):
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "user_nets", raising=False)
-    return "user_nets"
+    sys.modules.pop("user_nets", None)  # another test's module of that name
+    yield "user_nets"
+    sys.modules.pop("user_nets", None)
 
 
 def test_kernel_missing_input(tmp_path, capsys):
@@ -279,6 +292,13 @@ def test_kernel_output_in_a_read_only_folder(tmp_path, capsys, monkeypatch):
     assert f"--output {output}: its folder {read_only} is not writable" in error_line(capsys)
 
 
+def tiny_inputs(tmp_path: Path, n: int = 4) -> str:
+    """A .npy of `n` flat inputs (the FC flattens them), so that no test loads the digits."""
+    path = tmp_path / "x.npy"
+    np.save(path, np.random.default_rng(0).normal(size=(n, 5)).astype(np.float32))
+    return str(path)
+
+
 def test_kernel_disk_full_names_the_output(tmp_path, capsys, monkeypatch):
     from nt_pntk import tiled
 
@@ -286,7 +306,7 @@ def test_kernel_disk_full_names_the_output(tmp_path, capsys, monkeypatch):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a failed write raises it: no path
 
     monkeypatch.setattr(tiled, "kernel_matrix", full_disk)
-    assert cli.main(kernel_args(tmp_path, "--n", "4")) == 1
+    assert cli.main(kernel_args(tmp_path, "--input", tiny_inputs(tmp_path))) == 1
     err = error_line(capsys)
     assert f"error: {tmp_path / 'k.npy'}: {os.strerror(errno.ENOSPC)}" in err
 
@@ -298,7 +318,7 @@ def test_kernel_ctrl_c(tmp_path, capsys, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(tiled, "kernel_matrix", interrupted)
-    assert cli.main(kernel_args(tmp_path, "--n", "4")) == 130
+    assert cli.main(kernel_args(tmp_path, "--input", tiny_inputs(tmp_path))) == 130
     assert capsys.readouterr().err == f"nt-pntk kernel: {INTERRUPTED_LINE}\n"
 
 
@@ -308,7 +328,7 @@ def test_kernel_ctrl_c(tmp_path, capsys, monkeypatch):
 def test_console_script_usage_error(tmp_path):
     missing = tmp_path / "nothere.npy"
     argv = [str(CONSOLE_SCRIPT), *kernel_args(tmp_path, "--input", str(missing))]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=CHECKOUT_ENV)
     assert proc.returncode == 2
     assert proc.stderr == f"nt-pntk kernel: error: --input {missing} does not exist; " + (
         "pass a .npy file of examples along axis 0 (numpy.save)\n"
@@ -329,7 +349,12 @@ def test_console_script_sigint_on_a_long_job(tmp_path):
 
     # `with` closes the pipes whatever happens (an early failure must not leak them).
     with subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=interruptible,
+        env=CHECKOUT_ENV,
     ) as child:
         try:
             assert child.stdout.readline().startswith("pntk of fc"), child.stderr.read()
@@ -347,3 +372,188 @@ def test_console_script_sigint_on_a_long_job(tmp_path):
     assert child.returncode == 130
     assert err == f"nt-pntk kernel: {INTERRUPTED_LINE}\n"
     assert any(done.glob("*.json"))
+
+
+# --- Start-up: what needs no JAX imports none (JAX, NT and SciPy take seconds to import). ---
+
+HEAVY_MODULES = ("jax", "jaxlib", "neural_tangents", "scipy")
+
+
+def run_fresh(code: str) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter; it must print what the test checks."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=CHECKOUT_ENV
+    )
+
+
+def imports_after(argv: list[str]) -> str:
+    """Code that runs `nt-pntk ARGV` and then prints the heavy modules it imported."""
+    return textwrap.dedent(
+        f"""
+        import sys
+        from nt_pntk.cli import main
+        try:
+            code = main({argv!r})
+        except SystemExit as e:
+            code = e.code
+        heavy = sorted({{m.split(".")[0] for m in sys.modules}} & {set(HEAVY_MODULES)!r})
+        print("EXIT", code, "HEAVY", ",".join(heavy), file=sys.stderr)
+        """
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["--version"], *([command, "--help"] for command in cli.SUBCOMMANDS)],
+    ids=lambda argv: " ".join(argv),
+)
+def test_help_and_version_import_no_jax(argv):
+    proc = run_fresh(imports_after(argv))
+    assert proc.stderr.splitlines()[-1] == "EXIT 0 HEAVY ", proc.stderr
+
+
+def test_version_names_the_package_and_its_dependencies():
+    from nt_pntk._version import __version__
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "nt_pntk.cli", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=CHECKOUT_ENV,
+    )
+    assert proc.returncode == 0, proc.stderr
+    expected = [f"nt-pntk {__version__}"]
+    expected.append(
+        ", ".join(
+            f"{name} {importlib.metadata.version(name)}" for name in ("jax", "jaxlib", "neural-tangents")
+        )
+    )
+    assert proc.stdout.splitlines() == expected
+    assert jax.__version__ in expected[1]  # the metadata read is the module in use
+
+
+def test_version_of_a_missing_distribution(monkeypatch, capsys):
+    real_version = importlib.metadata.version
+
+    def without_jaxlib(name):
+        if name == "jaxlib":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", without_jaxlib)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert "jaxlib not installed" in capsys.readouterr().out
+
+
+# --- One vocabulary: the former option names still work, warn once and are hidden from --help. ---
+
+
+# (command, old argv, new argv, the parsed attribute, its value)
+RENAMED_OPTIONS = [
+    ("validate", ["--out", "runs/x"], ["--output", "runs/x"], "output", "runs/x"),
+    ("figure1", ["--out", "figs"], ["--output", "figs"], "output", Path("figs")),
+    ("figure1", ["--outs", "3", "4"], ["--outputs", "3", "4"], "outputs", [3, 4]),
+    ("demo", ["--out", "d.csv"], ["--csv", "d.csv"], "csv", Path("d.csv")),
+    ("demo", ["--outs", "5"], ["--outputs", "5"], "outputs", [5]),
+    ("compare", ["--out", "7"], ["--outputs", "7"], "outputs", 7),
+    ("kernel", ["--out-dim", "7"], ["--outputs", "7"], "outputs", 7),
+    ("kernel", ["--kernel", "ntk"], ["--kernel", "trace"], "kernel", "trace"),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "old", "new", "value", "expected"),
+    RENAMED_OPTIONS,
+    ids=[f"{command} {' '.join(old)}" for command, old, *_ in RENAMED_OPTIONS],
+)
+def test_deprecated_option_names(capsys, command, old, new, value, expected):
+    required = ["--output", "k.npy"] if command == "kernel" and new[0] != "--output" else []
+    parse = cli.build_parser(command).parse_args
+    args = parse([command, *required, *old])
+    assert getattr(args, value) == expected
+    option = " ".join(old) if old[0] == "--kernel" else old[0]
+    fix = " ".join(new) if new[0] == "--kernel" else new[0]
+    assert capsys.readouterr().err == (f"nt-pntk {command}: warning: {option} is deprecated; use {fix}\n")
+    assert getattr(parse([command, *required, *new]), value) == expected  # the new name: silent
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit):
+        parse([command, "--help"])
+    shown = capsys.readouterr().out
+    assert new[0] in shown
+    hidden = old[1] if old[0] == "--kernel" else old[0]  # `ntk` is no listed choice either
+    assert not re.search(rf"(?<![\w-]){re.escape(hidden)}(?![\w-])", shown), shown
+
+
+def test_deprecated_alias_keeps_the_default_when_unused():
+    args = cli.build_parser("demo").parse_args(["demo"])
+    assert args.outputs == [10, 100] and args.csv is None
+
+
+@pytest.mark.parametrize("argv", [["compare", "--output", "5"], ["demo", "--output", "x"]])
+def test_option_names_are_never_abbreviated(argv, capsys):
+    """`--output` (a path) must not be read as a prefix of `--outputs` (O)."""
+    with pytest.raises(SystemExit) as exited:
+        cli.build_parser(argv[0]).parse_args(argv)
+    assert exited.value.code == 2
+    assert "unrecognized arguments: --output" in capsys.readouterr().err
+
+
+def test_deprecated_python_m_figure1_still_runs():
+    proc = subprocess.run(
+        [sys.executable, "-m", "nt_pntk.figure1", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=CHECKOUT_ENV,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: nt-pntk figure1") and "--output" in proc.stdout
+    assert proc.stderr == (
+        "nt-pntk figure1: warning: python -m nt_pntk.figure1 is deprecated; use nt-pntk figure1\n"
+    )
+
+
+# --- `nt-pntk kernel`: the values it writes, against per-example Jacobians in float64. ---
+
+
+def _reference_kernels(x: np.ndarray, outputs: int) -> dict[str, np.ndarray]:
+    """The pNTK and NT's trace kernel of the command's FC (width 8, depth 1, seed 0) from `jax.jacrev`."""
+    from jax.flatten_util import ravel_pytree
+
+    from nt_pntk.experiments import models
+
+    model = models.get_model("fc", width=8, outputs=outputs, depth=1)
+    _, params = model.init_fn(jax.random.PRNGKey(0), (-1, *x.shape[1:]))  # float32, as the command's
+    previous = jax.config.read("jax_enable_x64")
+    jax.config.update("jax_enable_x64", True)
+    try:
+        flat, unravel = ravel_pytree(jax.tree.map(lambda a: np.asarray(a, np.float64), params))
+        jacobians = jax.vmap(
+            jax.jacrev(lambda p, xi: model.apply_fn(unravel(p), xi[None])[0]), in_axes=(None, 0)
+        )(flat, np.asarray(x, np.float64))
+        j = np.asarray(jacobians)  # (N, O, P)
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+    summed = j.sum(axis=1) / np.sqrt(outputs)  # the gradient of Σ_o f_o / √O
+    return {
+        "pntk": summed @ summed.T,
+        "trace": np.einsum("iop,jop->ij", j, j) / outputs,
+    }
+
+
+@pytest.mark.parametrize("kernel", ["pntk", pytest.param("trace", marks=pytest.mark.slow)])
+def test_kernel_command_writes_the_kernel(tmp_path, capsys, kernel):
+    x = tiny_inputs(tmp_path, n=6)
+    output = tmp_path / f"{kernel}.npy"
+    argv = ["kernel", "--width", "8", "--depth", "1", "--outputs", "3", "--kernel", kernel]
+    assert cli.main([*argv, "--input", x, "--no-progress", "--output", str(output)]) == 0
+    assert capsys.readouterr().out.startswith(f"{kernel} of fc (width 8, depth 1, 3 outputs) on 6 inputs")
+    value = np.load(output)
+    expected = _reference_kernels(np.load(x), 3)[kernel]
+    assert value.shape == (6, 6) and value.dtype == np.float32
+    np.testing.assert_allclose(value, expected, rtol=0, atol=3e-5 * np.abs(expected).max())
+    other = _reference_kernels(np.load(x), 3)["trace" if kernel == "pntk" else "pntk"]
+    assert np.abs(value - other).max() > 1e-3 * np.abs(other).max()  # the two kernels differ here

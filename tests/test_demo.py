@@ -1,4 +1,5 @@
-"""Smoke tests of `nt-pntk demo` with tiny settings: the table's content is sane."""
+"""`nt-pntk demo` with tiny settings: the kernels it measures against per-example Jacobians in float64,
+its error formulas, its summary, and its argument errors."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import math
 import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+from jax.flatten_util import ravel_pytree
 
 from nt_pntk import cli
 from nt_pntk.cli import demo as _demo
@@ -21,7 +22,7 @@ N, O, WIDTH = 4, 3, 4  # noqa: E741  (O: the number of outputs, as in the paper)
 def _spec(tmp_path, kernel: str, **changes) -> dict:
     spec = dict(
         kernel=kernel,
-        out=O,
+        outputs=O,
         implementation=1,
         n=N,
         width=WIDTH,
@@ -35,58 +36,98 @@ def _spec(tmp_path, kernel: str, **changes) -> dict:
     return {**spec, **changes}
 
 
-@pytest.mark.parametrize("kernel, shape", [("eNTK", (N, N, O, O)), ("pNTK", (N, N))])
-def test_measure_in_process(tmp_path, kernel, shape):
-    spec = _spec(tmp_path, kernel)
-    result = _demo.measure(spec)
-    assert result["status"] == "ok"
-    assert result["shape"] == "x".join(map(str, shape))
-    assert np.load(spec["kernel_path"]).shape == shape
-    assert result["runs"] == 2
-    assert result["time_s"] > 0 and result["compile_s"] > 0
-    assert result["peak_rss_mib"] > 0 and result["rss_increase_mib"] >= 0
-    assert math.isnan(result["temp_mib"]) or result["temp_mib"] >= 0
+def reference_kernels(n: int, outputs: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The demo's eNTK (N, N, O, O) and pNTK (N, N) in float64 from per-example derivatives.
+
+    The same CNN, parameters and images as `measure_kernel` (float32 parameters from the same
+    key), then in float64: the eNTK from the Jacobians ``jax.vmap(jax.jacrev(f))``, the pNTK
+    from the gradients of ``Σ_o f_o / √O``, ``jax.vmap(jax.grad(...))`` (not from the eNTK).
+    """
+    x = data.digits_split(n, 0, seed=seed)[0]
+    model = models.get_model("cnn", width=width, outputs=outputs)
+    _, params = model.init_fn(jax.random.PRNGKey(seed), x.shape)
+    previous = jax.config.read("jax_enable_x64")
+    jax.config.update("jax_enable_x64", True)
+    try:
+        flat, unravel = ravel_pytree(jax.tree.map(lambda a: np.asarray(a, np.float64), params))
+        x64 = np.asarray(x, np.float64)
+
+        def logits(p, xi):
+            return model.apply_fn(unravel(p), xi[None])[0]
+
+        def derivatives(p, x):  # one compiled program: eager dispatch of each op is far slower
+            jacobians = jax.vmap(jax.jacrev(logits), in_axes=(None, 0))(p, x)  # (N, O, P)
+            summed = jax.vmap(
+                jax.grad(lambda p, xi: logits(p, xi).sum() / np.sqrt(outputs)), in_axes=(None, 0)
+            )
+            return jacobians, summed(p, x)  # (N, P)
+
+        jacobians, gradients = map(np.asarray, jax.jit(derivatives)(flat, x64))
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+    return np.einsum("iop,jqp->ijoq", jacobians, jacobians), gradients @ gradients.T
 
 
-def test_measure_skips_a_kernel_over_the_temp_budget(tmp_path):
+@pytest.mark.slow
+def test_measured_kernels_match_an_independent_reference(tmp_path):
+    """About 10 s on 2 cores: the CNN's first (eager) init and four compilations."""
+    entk, pntk = reference_kernels(N, O, WIDTH, seed=0)
+    for kernel, expected in (("eNTK", entk), ("pNTK", pntk)):
+        spec = _spec(tmp_path, kernel)
+        result = _demo.measure_kernel(spec)
+        value = np.load(spec["kernel_path"])
+        assert value.dtype == np.float32 and result["shape"] == "x".join(map(str, expected.shape))
+        np.testing.assert_allclose(value, expected, rtol=0, atol=3e-5 * np.abs(expected).max())
+        assert result["status"] == "ok" and result["runs"] == 2
+        assert result["time_s"] > 0 and result["compile_s"] > 0
+        assert result["rss_increase_mib"] >= 0 and result["peak_rss_mib"] >= result["rss_increase_mib"]
+        assert result["temp_mib"] >= 0  # the CPU backend reports XLA's memory analysis
+    # The pNTK is the eNTK's (1/O) Σ_{o,o'} blocks: the two references agree with each other too.
+    np.testing.assert_allclose(entk.sum(axis=(2, 3)) / O, pntk, rtol=1e-10, atol=0)
+
+
+@pytest.mark.slow
+def test_a_kernel_over_the_temp_budget_is_not_run(tmp_path):
+    """About 5 s on 2 cores: the CNN's first init and the eNTK's compilation."""
     spec = _spec(tmp_path, "eNTK", max_temp_bytes=0)
-    result = _demo.measure(spec)
-    if math.isnan(result["temp_mib"]):
-        pytest.skip("this backend reports no XLA memory analysis")
+    result = _demo.measure_kernel(spec)
+    assert result["temp_mib"] > 0
     assert result["status"].startswith("not run: XLA temp")
     assert result["runs"] == 0 and math.isnan(result["time_s"])
+    assert not (tmp_path / "eNTK.npy").exists()
+
+
+def _random_entk(rng, n: int, outputs: int) -> np.ndarray:
+    """J Jᵀ of random per-example Jacobians (n, outputs, 7): an eNTK-shaped Gram array."""
+    j = rng.normal(size=(n, outputs, 7))
+    return np.einsum("iop,jqp->ijoq", j, j)
 
 
 def test_approximation_errors_match_definitions():
-    import neural_tangents as nt  # only after nt_pntk (its import hook), so not at the top
-
-    x = jnp.asarray(data.digits_split(N, 0)[0])
-    model = models.get_model("cnn", width=WIDTH, outputs=O)
-    _, params = model.init_fn(jax.random.PRNGKey(0), x.shape)
-    entk = np.asarray(nt.empirical_ntk_fn(model.apply_fn, trace_axes=(), vmap_axes=0)(x, None, params))
-    trace = np.asarray(nt.empirical_ntk_fn(model.apply_fn, vmap_axes=0)(x, None, params))  # NT's default
-    pntk = entk.sum(axis=(2, 3)) / O
+    rng = np.random.default_rng(0)
+    entk = _random_entk(rng, 5, O)
+    pntk = rng.normal(size=(5, 5))
     errors = _demo.approximation_errors(entk, pntk, O)
-    eye = np.eye(O)
-    assert errors["trace_rel_error"] == pytest.approx(
-        _demo.relative_error(entk, trace[:, :, None, None] * eye), rel=1e-4
-    )
-    assert errors["pntk_rel_error"] == pytest.approx(
-        np.linalg.norm(entk - np.kron(pntk, eye).reshape(N, O, N, O).transpose(0, 2, 1, 3))
-        / np.linalg.norm(entk),
-        rel=1e-4,
-    )
-    # The trace is the Frobenius projection of the eNTK onto K ⊗ I_O: never worse than pNTK ⊗ I_O.
-    assert 0 <= errors["trace_rel_error"] <= errors["pntk_rel_error"] + 1e-7 < 1
+    # Written out with the NO×NO matrices: rows (example, output), K ⊗ I_O by np.kron.
+    matrix = entk.transpose(0, 2, 1, 3).reshape(5 * O, 5 * O)
+    trace = np.einsum("ijoo->ij", entk) / O
+    for kernel, key in ((pntk, "pntk_rel_error"), (trace, "trace_rel_error")):
+        expected = np.linalg.norm(matrix - np.kron(kernel, np.eye(O))) / np.linalg.norm(matrix)
+        assert errors[key] == pytest.approx(expected, rel=1e-12)
+    # The trace is the Frobenius projection of the eNTK onto K ⊗ I_O: never worse than any other K.
+    assert 0 < errors["trace_rel_error"] < errors["pntk_rel_error"]
 
 
-def test_approximation_errors_are_zero_for_an_exact_kronecker_product():
+def test_approximation_errors_are_zero_for_an_exact_kronecker_product_and_nan_without_entk():
     k = np.random.default_rng(0).normal(size=(5, 5))
     entk = k[:, :, None, None] * np.eye(O)
     errors = _demo.approximation_errors(entk, k, O)
     assert errors["pntk_rel_error"] == pytest.approx(0, abs=1e-12)
     assert errors["trace_rel_error"] == pytest.approx(0, abs=1e-12)
     assert math.isnan(_demo.approximation_errors(None, k, O)["pntk_rel_error"])
+    assert math.isnan(_demo.approximation_errors(entk, None, O)["pntk_rel_error"])
+    with pytest.raises(ValueError, match=r"`entk` must have shape \(N, N, 4, 4\)"):
+        _demo.approximation_errors(entk, k, 4)
 
 
 def test_summarize_compares_the_fastest_implementations():
@@ -100,7 +141,7 @@ def test_summarize_compares_the_fastest_implementations():
     table = pd.DataFrame(
         [
             dict(
-                out=10,
+                outputs=10,
                 kernel=k,
                 implementation=i,
                 status="ok",
@@ -111,7 +152,7 @@ def test_summarize_compares_the_fastest_implementations():
             )
             for k, i, t, r, d, m in rows
         ]
-        + [dict(out=10, kernel="eNTK", implementation=2, status="not run", time_s=math.nan)]
+        + [dict(outputs=10, kernel="eNTK", implementation=2, status="not run", time_s=math.nan)]
     )
     summary = _demo.summarize(table, 10)
     assert summary["best"]["eNTK"]["implementation"] == 3
@@ -129,9 +170,10 @@ def test_summarize_compares_the_fastest_implementations():
 
 @pytest.mark.slow
 def test_demo_command_end_to_end(tmp_path, capsys):
+    """Two kernels in fresh processes; the saved table and the printed errors, recomputed."""
     csv = tmp_path / "demo.csv"
-    argv = ["demo", "--n", str(N), "--outs", str(O), "--width", str(WIDTH)]
-    argv += ["--implementations", "1", "--repeats", "1", "--out", str(csv)]
+    argv = ["demo", "--n", str(N), "--outputs", str(O), "--width", str(WIDTH)]
+    argv += ["--implementations", "1", "--repeats", "1", "--csv", str(csv)]
     assert cli.main(argv) == 0
     report = capsys.readouterr().out
 
@@ -144,13 +186,26 @@ def test_demo_command_end_to_end(tmp_path, capsys):
     assert f"=== O = {O} ===" in report
     match = re.search(r"pNTK ⊗ I_O: ([0-9.]+)\s+NT's trace \(trace_axes=\(-1,\)\) ⊗ I_O: ([0-9.]+)", report)
     assert match, report
-    pntk_error, trace_error = map(float, match.groups())
-    assert 0 <= trace_error <= pntk_error < 1
+    entk, pntk = reference_kernels(N, O, WIDTH, seed=0)
+    matrix = entk.transpose(0, 2, 1, 3).reshape(N * O, N * O)
+    trace = np.einsum("ijoo->ij", entk) / O
+    for printed, kernel in zip(map(float, match.groups()), (pntk, trace), strict=True):
+        expected = np.linalg.norm(matrix - np.kron(kernel, np.eye(O))) / np.linalg.norm(matrix)
+        assert printed == pytest.approx(expected, abs=1e-4)  # printed with 4 decimals
     verdicts = re.findall(r"\b(PASS|FAIL)\b", report)
     assert len(verdicts) == 4, report
 
 
-def test_demo_rejects_bad_arguments(capsys):
-    assert cli.main(["demo", "--n", "0"]) == 2
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--n", "0"], "--n must be between 1 and 1797"),
+        (["--outputs", "3", "0"], "--outputs must be positive; got [3, 0]"),
+        (["--time-budget", "inf"], "--time-budget must be a finite number of seconds > 0; got inf"),
+        (["--max-temp-gib", "0"], "--max-temp-gib must be positive"),
+    ],
+)
+def test_demo_rejects_bad_arguments(capsys, argv, message):
+    assert cli.main(["demo", *argv]) == 2
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("nt-pntk demo: error: --n must be between")
+    assert line.startswith("nt-pntk demo: error: ") and message in line

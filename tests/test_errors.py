@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import numpy as np
 import pytest
-from reference import assert_close, kernel, problem
+from reference import assert_close, full_entk_jacobian, kernel, pntk_from_full, problem
 
 import nt_pntk
 from nt_pntk.experiments import data
@@ -21,17 +23,33 @@ def compute(kind, p, x2, **options):
     return nt_pntk.empirical_kernel_fn(p.f, **options)(p.x1, x2, kind, p.params)
 
 
-@pytest.mark.parametrize("implementation", [7, -1, "fast", True, 1.0, None])
+# An int or a name that is not an implementation is a wrong value; a bool, float or None a wrong type.
+@pytest.mark.parametrize(
+    ("implementation", "error"),
+    [
+        (7, ValueError),
+        (-1, ValueError),
+        ("fast", ValueError),
+        (True, TypeError),
+        (1.0, TypeError),
+        (None, TypeError),
+    ],
+    ids=repr,
+)
 @pytest.mark.parametrize("factory", FACTORIES)
-def test_unknown_implementation(factory, implementation):
-    with pytest.raises(ValueError, match=r"`implementation` must be one of .*JACOBIAN_CONTRACTION \(1\)"):
+def test_unknown_implementation(factory, implementation, error):
+    message = (
+        r"`implementation` must be one of NtkImplementation\.AUTO \(0\), .*; "
+        rf"got {re.escape(repr(implementation))}\. JACOBIAN_CONTRACTION \(1\) is the default"
+    )
+    with pytest.raises(error, match=message):
         factory(problem("fc").f, implementation=implementation)
 
 
 def test_numpy_ints_are_accepted():
     p = problem("fc")
     numpy_args = nt_pntk.empirical_pntk_fn(p.f, trace_axes=np.int64(-1), implementation=np.int64(1))
-    expected = kernel(nt_pntk.empirical_pntk_fn(p.f), p.x1, p.x2, p.params)
+    expected = pntk_from_full(full_entk_jacobian(p.f, p.x1, p.x2, p.params), (-1,))
     assert_close(kernel(numpy_args, p.x1, p.x2, p.params), expected)
 
 
@@ -117,7 +135,7 @@ def test_errors_under_jit():
         pntk_fn(p.x1, None, p.params)
 
 
-# --- `nt_pntk.data.one_hot`: labels outside [0, classes) no longer index from the end. ---
+# --- `centred_one_hot`: labels outside [0, classes) no longer index from the end. ---
 
 
 def test_one_hot_is_centred():
@@ -136,10 +154,23 @@ def test_one_hot_is_centred():
         ([0, np.nan], 3, r"`labels` must be integer classes in \[0, 3\); got (np\.float64\()?nan"),
         (["a", "b"], 3, r"`labels` must be integer classes in \[0, 3\); got (np\.str_\()?'a'"),
         ([True, False], 3, r"`labels` must be integer classes in \[0, 3\); got (np\.)?True"),
-        ([0], 0, r"`classes` must be a positive int; got 0"),
-        ([0], 2.0, r"`classes` must be a positive int; got 2\.0"),
     ],
 )
 def test_one_hot_bad_labels(labels, classes, message):
     with pytest.raises(ValueError, match=message):
         data.centred_one_hot(np.array(labels), classes)
+
+
+@pytest.mark.parametrize(
+    ("classes", "error", "message"),
+    [
+        (0, ValueError, r"`classes` must be an int >= 1; got classes=0\."),
+        (-3, ValueError, r"`classes` must be an int >= 1; got classes=-3\."),
+        (2.0, TypeError, r"`classes` must be an int; got 2\.0 of type float\."),
+        (True, TypeError, r"`classes` must be an int; got True of type bool\."),
+    ],
+    ids=repr,
+)
+def test_one_hot_bad_classes(classes, error, message):
+    with pytest.raises(error, match=message):
+        data.centred_one_hot(np.array([0]), classes)

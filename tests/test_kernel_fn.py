@@ -1,4 +1,8 @@
-"""`empirical_kernel_fn`: NT's kernels and the pNTK behind one `get`, usable by `nt.predict`."""
+"""`empirical_kernel_fn`: the NNGP, NT's traced eNTK and the pNTK behind one `get`, usable by `nt.predict`.
+
+Every expected value comes from the network itself, not from the functions under
+test: the NNGP from its outputs, the two NTKs from ``jax.jacobian`` (see `reference`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,15 @@ import jax.numpy as jnp
 import neural_tangents as nt
 import numpy as np
 import pytest
-from reference import assert_close, kernel, problem
+from reference import (
+    assert_close,
+    full_entk_jacobian,
+    kernel,
+    outputs_outer,
+    pntk_from_full,
+    problem,
+    trace_from_full,
+)
 
 import nt_pntk
 
@@ -14,13 +26,16 @@ import nt_pntk
 CONFIGS = [("fc", (-1,), (), 0), ("seq", (-1,), (1,), None)]
 
 
-def single_kernel_fns(f, trace_axes, diagonal_axes, vmap_axes):
-    """What each `get` must equal."""
-    axes = dict(trace_axes=trace_axes, diagonal_axes=diagonal_axes)
+def references(p, trace_axes, diagonal_axes, **kwargs):
+    """What each `get` must equal, in float64: the NNGP (1/O) Σ_o f_o(x1) f_o(x2), NT's eNTK
+    (1/O) Σ_o Θ_oo and the pNTK (1/O) Σ_{o,o'} Θ_oo' over `trace_axes`."""
+    entk = full_entk_jacobian(p.f, p.x1, p.x2, p.params, kwargs)
     return {
-        "nngp": nt.empirical_nngp_fn(f, **axes),
-        "ntk": nt.empirical_ntk_fn(f, **axes, vmap_axes=vmap_axes),
-        "pntk": nt_pntk.empirical_pntk_fn(f, **axes, vmap_axes=vmap_axes),
+        "nngp": trace_from_full(
+            outputs_outer(p.f, p.x1, p.x2, p.params, **kwargs), trace_axes, diagonal_axes
+        ),
+        "ntk": trace_from_full(entk, trace_axes, diagonal_axes),
+        "pntk": pntk_from_full(entk, trace_axes, diagonal_axes),
     }
 
 
@@ -31,24 +46,43 @@ def kernel_with_get(kernel_fn, get, p, **kwargs):
     return kernel(with_get, p.x1, p.x2, p.params, **kwargs)
 
 
-@pytest.mark.parametrize("get", nt_pntk.KERNEL_NAMES)
-@pytest.mark.parametrize(("name", "trace_axes", "diagonal_axes", "vmap_axes"), CONFIGS, ids=str)
+@pytest.mark.parametrize(
+    ("name", "trace_axes", "diagonal_axes", "vmap_axes", "get"),
+    [
+        # The quick run: every kernel on the fc network, the NNGP with a diagonal axis (the pNTK of
+        # those axes is in test_pntk's quick run).
+        pytest.param(*config, get, marks=pytest.mark.slow if config[0] == "seq" and get != "nngp" else ())
+        for config in CONFIGS
+        for get in nt_pntk.KERNEL_NAMES
+    ],
+    ids=str,
+)
 def test_single_kernel(name, trace_axes, diagonal_axes, vmap_axes, get):
     p = problem(name)
     kernel_fn = nt_pntk.empirical_kernel_fn(p.f, trace_axes, diagonal_axes, vmap_axes)
-    expected = kernel(single_kernel_fns(p.f, trace_axes, diagonal_axes, vmap_axes)[get], p.x1, p.x2, p.params)
+    expected = references(p, trace_axes, diagonal_axes)[get]
     assert_close(kernel_with_get(kernel_fn, get, p), expected)
 
 
-@pytest.mark.parametrize("get", [("pntk", "nngp"), ("ntk", "pntk", "nngp"), ["ntk"]], ids=str)
+def test_the_three_kernels_differ():
+    """The references tell the kernels apart (so a `get` returning the wrong one fails)."""
+    p = problem("fc")
+    k = references(p, (-1,), ())
+    for a, b in (("nngp", "ntk"), ("ntk", "pntk"), ("nngp", "pntk")):
+        assert not np.allclose(k[a], k[b], rtol=0.1), (a, b)
+
+
+@pytest.mark.parametrize(
+    "get", [pytest.param(("pntk", "nngp"), marks=pytest.mark.slow), ("ntk", "pntk", "nngp"), ["ntk"]], ids=str
+)
 def test_tuple_get(get):
     p = problem("fc")
     kernel_fn = nt_pntk.empirical_kernel_fn(p.f, vmap_axes=0)
     k = kernel_with_get(kernel_fn, get, p)
     assert k._fields == tuple(get)
-    for name, fn in single_kernel_fns(p.f, (-1,), (), 0).items():
-        if name in get:
-            assert_close(getattr(k, name), kernel(fn, p.x1, p.x2, p.params))
+    expected = references(p, (-1,), ())
+    for name in get:
+        assert_close(getattr(k, name), expected[name])
 
 
 def test_get_none_is_nngp_and_ntk_as_in_nt():
@@ -56,8 +90,8 @@ def test_get_none_is_nngp_and_ntk_as_in_nt():
     kernel_fn = nt_pntk.empirical_kernel_fn(p.f, vmap_axes=0)
     k = kernel_with_get(kernel_fn, None, p, scale=2.0)
     assert k._fields == ("nngp", "ntk")
-    nt_kernel_fn = nt.empirical_kernel_fn(p.f, vmap_axes=0)
-    assert_close(tuple(k), tuple(kernel_with_get(nt_kernel_fn, None, p, scale=2.0)))
+    expected = references(p, (-1,), (), scale=2.0)
+    assert_close(tuple(k), (expected["nngp"], expected["ntk"]))
 
 
 def as_matrix(k):
@@ -67,6 +101,7 @@ def as_matrix(k):
 
 
 @pytest.mark.usefixtures("float64")
+@pytest.mark.slow  # NT's prediction calls the kernel function eagerly, in float64
 @pytest.mark.parametrize("trace_axes", [(-1,), ()], ids=str)
 def test_gradient_descent_mse_ensemble(trace_axes):
     """NT's infinite-time prediction, with `params` passed through as a kernel kwarg, is kernel regression."""
@@ -79,8 +114,9 @@ def test_gradient_descent_mse_ensemble(trace_axes):
     )
     mean = predict_fn(x_test=x_test, get="ntk", t=None)
 
-    k_train = np.asarray(kernel_fn(x_train, None, "ntk", p.params))
-    k_test = np.asarray(kernel_fn(x_test, x_train, "ntk", p.params))
+    # The regression written out, on the reference eNTK ((N1, O, N2, O) from jax.jacobian).
+    k_train = trace_from_full(full_entk_jacobian(p.f, x_train, None, p.params), trace_axes)
+    k_test = trace_from_full(full_entk_jacobian(p.f, x_test, x_train, p.params), trace_axes)
     if not trace_axes:  # (N1, N2, O, O) kernels: one regression on the (N·O, N·O) matrices
         k_train, k_test, y_train = as_matrix(k_train), as_matrix(k_test), y_train.reshape(-1)
     expected = (k_test @ np.linalg.solve(k_train, y_train)).reshape(len(x_test), -1)

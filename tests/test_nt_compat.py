@@ -1,4 +1,4 @@
-"""neural-tangents 0.6.5 on the running JAX, through nt_pntk's import hook (`nt_pntk._nt_compat`).
+"""neural-tangents 0.6.5 on the running JAX, through nt_pntk's import hook (`nt_pntk.compat`).
 
 Every check compares NT against an independent reference: a hand-written
 ``jax.jacobian`` eNTK, the arc-cosine closed form of a one-hidden-layer ReLU
@@ -10,10 +10,15 @@ passes on both.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib
 import importlib.util
+import inspect
+import linecache
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -25,7 +30,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-import nt_pntk  # noqa: F401  (first: installs the neural-tangents adaptation)
+import nt_pntk  # first: installs the neural-tangents adaptation
 from nt_pntk._src.compat import nt_hook as _nt_compat
 
 # isort: split
@@ -345,6 +350,13 @@ def test_attention_positional_embeddings_under_jit():
 
 # --- The adaptation itself ----------------------------------------------------------
 
+STARTUP_DIR = Path(__file__).resolve().parents[1] / "startup"
+INSTALL_NT = "pip install --no-deps neural-tangents==0.6.5"
+
+
+def _with_pythonpath(*first: Path) -> str:
+    return os.pathsep.join([*map(str, first), *filter(None, [os.environ.get("PYTHONPATH")])])
+
 
 @pytest.mark.skipif(not _nt_compat._tensorflow_unavailable(), reason="TensorFlow and tf2jax are installed")
 def test_experimental_tf_bridge_is_not_imported_and_says_why():
@@ -366,20 +378,128 @@ def test_every_patch_matches_nt_source(module):
     compile(source, module, "exec")
 
 
+def test_pinned_digests_are_those_of_the_nt_release():
+    # The reference: the RECORD of the installed neural-tangents 0.6.5 wheel (urlsafe base64 sha256).
+    import base64
+    import importlib.metadata
+
+    dist = importlib.metadata.distribution("neural-tangents")
+    assert dist.version == "0.6.5"
+    record = {}
+    for line in dist.read_text("RECORD").splitlines():
+        path, digest, _ = line.rsplit(",", 2)
+        if digest.startswith("sha256="):
+            record[path] = base64.urlsafe_b64decode(digest.removeprefix("sha256=") + "==").hex()
+    assert set(_nt_compat.NT_SOURCE_SHA256) == _nt_compat._PATCHED_MODULES
+    for module, digest in _nt_compat.NT_SOURCE_SHA256.items():
+        path = module.replace(".", "/")
+        path = f"{path}/__init__.py" if module.count(".") < 2 else f"{path}.py"
+        assert record[path] == digest, module
+
+
 def test_applied_patches_are_exactly_the_needed_ones():
-    applied = _nt_compat.applied_patches()
+    applied = nt_pntk.compat.applied_patches()
     assert len(applied) == len(set(applied))
     for patch in _nt_compat.PATCHES:
         if patch.module in sys.modules and patch.module != "neural_tangents.experimental":
-            assert (f"{patch.module}: {patch.why}" in applied) == patch.needed(), patch.why
+            kind = "nt-bug" if patch.nt_bug else "adaptation"
+            record = nt_pntk.compat.AppliedPatch(kind, patch.module, patch.why)
+            assert (record in applied) == patch.needed(), patch.why
     if _nt_compat._missing_from("jax.core", "Jaxpr"):  # JAX 0.5+
-        assert any(a.startswith("neural_tangents._src.empirical: `jax.core.Jaxpr`") for a in applied)
+        assert any(
+            a.kind == "adaptation"
+            and a.module == "neural_tangents._src.empirical"
+            and a.reason.startswith("`jax.core.Jaxpr`")
+            for a in applied
+        )
+
+
+def test_applied_patches_are_grouped_by_kind_and_print_one_line_each():
+    applied = nt_pntk.compat.applied_patches()
+    kinds = [a.kind for a in applied]
+    # Adaptations, then NT's own bugs (fixed on every JAX: the four lru_cache/jit fixes), then XLA.
+    assert kinds == sorted(kinds, key=["adaptation", "nt-bug", "xla"].index)
+    assert kinds.count("nt-bug") == 4
+    assert all(a.module == "neural_tangents._src.predict" for a in applied if a.kind == "nt-bug")
+    assert (kinds.count("xla") == 1) == (nt_pntk.compat.xla_status() == "applied")
+    first = applied[0]
+    assert str(first) == f"[{first.kind}] {first.module}: {first.reason}"
+    assert all("\n" not in str(a) for a in applied)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.reason = "changed"  # type: ignore[misc]
+
+
+def test_tracebacks_and_inspect_show_the_patched_source():
+    # The `lru_cache` fix of `gp_inference` applies on every JAX (an NT bug), so it is always there.
+    from neural_tangents._src import predict
+
+    patched_line = "  @lambda fn: lru_cache(2)(_nt_pntk_compat.compile_time_eval(fn))\n"
+    on_disk = Path(predict.__file__).read_text(encoding="utf-8").splitlines(keepends=True)
+    source = inspect.getsource(predict.gp_inference)
+    assert patched_line in source and "  @lru_cache(2)\n" not in source
+    lineno = on_disk.index("  @lru_cache(2)\n") + 1  # the first cached function's decorator
+    assert linecache.getline(predict.__file__, lineno) == patched_line  # what tracebacks print
+    loader_lines = predict.__loader__.get_source(predict.__name__).splitlines(keepends=True)
+    assert loader_lines[lineno - 1] == patched_line
+
+
+def _copy_of_nt(tmp_path: Path) -> Path:
+    origin = Path(importlib.util.find_spec("neural_tangents").origin).parent
+    shutil.copytree(origin, tmp_path / "neural_tangents", ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path / "neural_tangents"
+
+
+def test_a_modified_nt_file_is_an_import_error_naming_the_digests(tmp_path):
+    predict = _copy_of_nt(tmp_path) / "_src" / "predict.py"
+    expected = _nt_compat.NT_SOURCE_SHA256["neural_tangents._src.predict"]
+    predict.write_text(predict.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
+    found = hashlib.sha256(predict.read_bytes()).hexdigest()
+    result = _run_python("import nt_pntk\nimport neural_tangents", PYTHONPATH=_with_pythonpath(tmp_path))
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("ImportError: nt_pntk cannot adapt `neural_tangents._src.predict`"), message
+    for text in (str(predict), expected, found, INSTALL_NT):
+        assert text in message, text
+
+
+def test_another_nt_version_is_an_import_error_naming_the_fix(tmp_path):
+    # The metadata found first on sys.path says 0.6.4.
+    metadata = tmp_path / "neural_tangents-0.6.4.dist-info"
+    metadata.mkdir()
+    (metadata / "METADATA").write_text("Metadata-Version: 2.1\nName: neural-tangents\nVersion: 0.6.4\n")
+    result = _run_python("import nt_pntk\nimport neural_tangents", PYTHONPATH=_with_pythonpath(tmp_path))
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert "neural-tangents 0.6.4 is installed" in message and INSTALL_NT in message, message
+
+
+def test_nt_not_installed_is_an_import_error_naming_the_fix_when_used():
+    result = _run_python(
+        """
+        import importlib.machinery, importlib.util, sys
+        find_spec = importlib.machinery.PathFinder.find_spec  # hide neural_tangents from the path
+        importlib.machinery.PathFinder.find_spec = classmethod(
+            lambda cls, name, path=None, target=None:
+            None if name.partition(".")[0] == "neural_tangents" else find_spec(name, path, target)
+        )
+        import nt_pntk  # works without NT
+        assert importlib.util.find_spec("neural_tangents") is None  # a probe gets None, no error
+        try:
+            nt_pntk.empirical_pntk_fn
+        except ModuleNotFoundError as e:
+            assert e.name == "neural_tangents"
+            print(e)
+        else:
+            sys.exit("no error")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "No module named 'neural_tangents'" in result.stdout and INSTALL_NT in result.stdout
 
 
 def test_importing_neural_tangents_first_is_a_clear_error():
     stale = next((m for m in sorted(_nt_compat._PATCHED_MODULES) if _nt_compat._needed_adaptations(m)), None)
-    if stale is None:
-        pytest.skip("this JAX needs no adaptation")
+    assert stale is not None, "this JAX needs no adaptation: the test needs a fake stale module then"
     result = _run_python(
         f"""
         import sys, types
@@ -389,6 +509,46 @@ def test_importing_neural_tangents_first_is_a_clear_error():
     )
     assert result.returncode != 0
     assert "Import nt_pntk before neural_tangents" in result.stderr, result.stderr
+
+
+def test_startup_file_makes_import_order_free():
+    # What the installed `nt_pntk_startup.pth` does at interpreter start: `import _nt_pntk_startup`.
+    # `-S`: no site-packages `.pth` files, so the startup module here is the only one at work.
+    result = subprocess.run(
+        [
+            sys.executable, "-S", "-W", "error", "-c",
+            textwrap.dedent(
+                """
+                import sys
+                before = set(sys.modules)
+                import _nt_pntk_startup  # at interpreter start: imports nothing else
+                assert set(sys.modules) - before == {"_nt_pntk_startup"}, set(sys.modules) - before
+
+                import neural_tangents as nt  # first, without nt_pntk
+                from neural_tangents import stax
+                from nt_pntk._src.compat import nt_hook
+                assert isinstance(nt._src.predict.__loader__, nt_hook._PatchingLoader)
+                assert not any(type(f).__name__ == "_ActivateOnNeuralTangents" for f in sys.meta_path)
+                import nt_pntk  # afterwards: no error, NT was adapted
+
+                import jax
+                init_fn, apply_fn, _ = stax.serial(stax.Dense(3), stax.Relu(), stax.Dense(2))
+                x = jax.numpy.ones((2, 4))
+                _, params = init_fn(jax.random.PRNGKey(0), x.shape)
+                assert nt.empirical_ntk_fn(apply_fn, implementation=3)(x, None, params).shape == (2, 2)
+                print(len(nt_pntk.compat.applied_patches()))
+                """
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        # With -S, sys.path is PYTHONPATH and the standard library: add site-packages explicitly.
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": _with_pythonpath(STARTUP_DIR, *sys.path)},
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) >= 4  # at least NT's own bugs were fixed
 
 
 def test_import_initializes_no_backend():

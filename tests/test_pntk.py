@@ -33,28 +33,48 @@ WRAP_INIT_WARNING = pytest.mark.filterwarnings(
     "ignore:linear_util.wrap_init is missing a DebugInfo object:DeprecationWarning"
 )
 NT_WARNINGS = {0: [SIZE_WARNING, WRAP_INIT_WARNING], 1: [], 2: [SIZE_WARNING], 3: [WRAP_INIT_WARNING]}
-# Each implementation on each zoo model: the ints on "fc", the enum members on "cnn".
+SLOW = pytest.mark.slow
+# Each implementation on each zoo model: the ints on "fc", the enum members on "cnn"; the quick run
+# takes the two that are neither the default (1, used by every other test) nor AUTO (which tries all).
 IMPLEMENTATIONS = [
-    pytest.param(name, i, id=f"{name}-{i!r}", marks=NT_WARNINGS[i])
+    pytest.param(
+        name,
+        i,
+        id=f"{name}-{i!r}",
+        marks=[*NT_WARNINGS[i], *([] if name == "fc" and i in (2, 3) else [SLOW])],
+    )
     for name, values in (("fc", range(4)), ("cnn", nt.NtkImplementation))
     for i in values
 ]
 
 
-@pytest.mark.parametrize("with_x2", [False, True], ids=["x2=None", "x2"])
+CONFIGS = [  # (name, trace_axes, diagonal_axes, vmap_axes)
+    ("fc", (-1,), (), None),
+    ("fc", (-1,), (), 0),
+    ("cnn", (-1,), (), 0),
+    ("seq", (-1,), (), 0),  # (N, T, O) output: a (N1, N2, T, T) kernel
+    ("seq", (1, 2), (), None),
+    ("seq", (), (), 0),  # nothing summed: the full eNTK
+    ("seq", (-1,), (1,), TRIPLE),
+    ("dict", (-1,), (), TRIPLE),
+]
+# The quick run takes four configurations (the others vary the model or the axes once more); the slow
+# run all of them, with and without x2.
+QUICK = {(1, True), (4, True), (6, True), (7, False)}
+
+
 @pytest.mark.parametrize(
-    ("name", "trace_axes", "diagonal_axes", "vmap_axes"),
+    ("name", "trace_axes", "diagonal_axes", "vmap_axes", "with_x2"),
     [
-        ("fc", (-1,), (), None),
-        ("fc", (-1,), (), 0),
-        ("cnn", (-1,), (), 0),
-        ("seq", (-1,), (), 0),  # (N, T, O) output: a (N1, N2, T, T) kernel
-        ("seq", (1, 2), (), None),
-        ("seq", (), (), 0),  # nothing summed: the full eNTK
-        ("seq", (-1,), (1,), TRIPLE),
-        ("dict", (-1,), (), TRIPLE),
+        pytest.param(
+            *config,
+            with_x2,
+            marks=() if (i, with_x2) in QUICK else SLOW,
+            id="-".join([*map(str, config), "x2" if with_x2 else "x2=None"]),
+        )
+        for i, config in enumerate(CONFIGS)
+        for with_x2 in (False, True)
     ],
-    ids=str,
 )
 def test_matches_nt_full_entk(name, trace_axes, diagonal_axes, vmap_axes, with_x2):
     p = problem(name)
@@ -83,7 +103,7 @@ def test_implementations(name, implementation):
     assert pntk.shape == nt_shape(p.f, p.x1, p.x2, p.params, vmap_axes=0)
 
 
-@pytest.mark.parametrize("out", [1, 3, 7])
+@pytest.mark.parametrize("out", [1, pytest.param(3, marks=SLOW), 7])  # 3: the default of `problem`
 def test_output_sizes(out):
     p = problem("fc", out=out)
     pntk = kernel(nt_pntk.empirical_pntk_fn(p.f, vmap_axes=0), p.x1, p.x2, p.params)
@@ -96,22 +116,32 @@ def test_x2_none_is_x1():
     p = problem("fc")
     pntk_fn = nt_pntk.empirical_pntk_fn(p.f, vmap_axes=0)
     pntk = kernel(pntk_fn, p.x1, None, p.params)
-    assert_close(pntk, kernel(pntk_fn, p.x1, p.x1, p.params))
+    assert_close(pntk, pntk_from_full(full_entk_jacobian(p.f, p.x1, p.x1, p.params), (-1,)))
     assert_close(pntk, pntk.T)
 
 
-def test_jit_matches_eager():
+def test_jit_takes_params_as_an_argument():
     p = problem("dict")
-    pntk_fn = nt_pntk.empirical_pntk_fn(p.f, vmap_axes=0)
-    jitted = jax.jit(pntk_fn)
-    assert_close(jitted(p.x1, p.x2, p.params), pntk_fn(p.x1, p.x2, p.params))
-    # The parameters are an argument, not a constant baked in at the first trace.
+    jitted = jax.jit(nt_pntk.empirical_pntk_fn(p.f, vmap_axes=0))
+    assert_close(
+        jitted(p.x1, p.x2, p.params), pntk_from_full(full_entk_jacobian(p.f, p.x1, p.x2, p.params), (-1,))
+    )
+    # Not a constant baked in at the first trace.
     params = jax.tree.map(lambda w: 2 * w, p.params)
-    assert_close(jitted(p.x1, p.x2, params), pntk_fn(p.x1, p.x2, params))
+    assert_close(
+        jitted(p.x1, p.x2, params), pntk_from_full(full_entk_jacobian(p.f, p.x1, p.x2, params), (-1,))
+    )
+
+
+@pytest.mark.slow  # NT's eager dispatch takes seconds
+def test_eager():
+    p = problem("dict")
+    pntk = nt_pntk.empirical_pntk_fn(p.f, vmap_axes=0)(p.x1, p.x2, p.params)
+    assert_close(pntk, pntk_from_full(full_entk_jacobian(p.f, p.x1, p.x2, p.params), (-1,)))
 
 
 @pytest.mark.usefixtures("float64")
-@pytest.mark.parametrize("name", ["fc", "dict"])
+@pytest.mark.parametrize("name", [pytest.param("fc", marks=SLOW), "dict"])
 def test_float64(name):
     p = problem(name)
     pntk = kernel(nt_pntk.empirical_pntk_fn(p.f, vmap_axes=0), p.x1, p.x2, p.params)
@@ -119,7 +149,9 @@ def test_float64(name):
     assert_close(pntk, pntk_from_full(full_entk_jacobian(p.f, p.x1, p.x2, p.params), (-1,)))
 
 
-@pytest.mark.parametrize(("name", "trace_axes"), [("fc", (-1,)), ("seq", (-1,)), ("seq", (1, 2))], ids=str)
+@pytest.mark.parametrize(
+    ("name", "trace_axes"), [("fc", (-1,)), pytest.param("seq", (-1,), marks=SLOW), ("seq", (1, 2))], ids=str
+)
 def test_diagonal_over_examples(name, trace_axes):
     p = problem(name)
     full_pntk = kernel(nt_pntk.empirical_pntk_fn(p.f, trace_axes, vmap_axes=0), p.x1, None, p.params)
@@ -131,7 +163,7 @@ def test_diagonal_over_examples(name, trace_axes):
     assert diagonal.shape == nt_shape(p.f, p.x1, None, p.params, **axes)
 
 
-@pytest.mark.parametrize("vmap_axes", [None, TRIPLE], ids=str)
+@pytest.mark.parametrize("vmap_axes", [pytest.param(None, marks=SLOW), TRIPLE], ids=str)
 def test_apply_kwarg(vmap_axes):
     p = problem("dict")
     pntk_fn = nt_pntk.empirical_pntk_fn(p.f, vmap_axes=vmap_axes)
@@ -141,7 +173,7 @@ def test_apply_kwarg(vmap_axes):
     assert_close(pntk, scale**2 * kernel(pntk_fn, p.x1, p.x2, p.params))  # f scales, Θ by its square
 
 
-@pytest.mark.parametrize("with_x2", [False, True], ids=["x2=None", "x2"])
+@pytest.mark.parametrize("with_x2", [pytest.param(False, marks=SLOW), True], ids=["x2=None", "x2"])
 def test_rng_kwarg(with_x2):
     """NT hands `rng` to f(x1) and `fold_in(rng, 1)` to f(x2) (the same key for x2=None)."""
     p = problem("dict")
@@ -151,7 +183,6 @@ def test_rng_kwarg(with_x2):
     kwargs2 = dict(rng=jax.random.fold_in(rng, 1)) if with_x2 else None
     full = full_entk_jacobian(p.f, p.x1, x2, p.params, dict(rng=rng), kwargs2)
     assert_close(pntk, pntk_from_full(full, (-1,)))
-    assert_close(pntk, pntk_from_full(full_entk_nt(p.f, p.x1, x2, p.params, rng=rng), (-1,)))
     # Dropout is on: without `rng` the kernel differs.
     assert not np.allclose(pntk, kernel(nt_pntk.empirical_pntk_fn(p.f), p.x1, x2, p.params))
 
@@ -187,7 +218,7 @@ def test_summing_batches_of_different_sizes_is_refused(trace_axes):
         pntk_fn(p.x1, p.x2, p.params)
     # One batch: defined, and equal to the reference ((1/O) Σ of the full eNTK's blocks).
     expected = pntk_from_full(full_entk_jacobian(p.f, p.x1, p.x1, p.params), trace_axes)
-    assert_close(pntk_fn(p.x1, None, p.params), expected)
+    assert_close(kernel(pntk_fn, p.x1, None, p.params), expected)
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
+import jax
 import jax.numpy as jnp
 import neural_tangents as nt
 import numpy as np
@@ -286,13 +288,9 @@ def test_non_finite_kernel_is_refused():
         regression.predict(kernel_pair()[0], targets(), k_star)
 
 
-@pytest.mark.parametrize("t", TIMES)
-@pytest.mark.parametrize("implementation", [1, 2])
-def test_genuine_float32_kernels_pass(implementation, t):
-    """A real float32 pNTK and eNTK from JAX (implementation 2 is asymmetric at round-off), singular
-    because of a repeated input: accepted, with the answer of the symmetrized float64 kernel."""
-    import jax
-
+@functools.cache
+def genuine_kernels(implementation: int) -> tuple[jax.Array, jax.Array]:
+    """A real float32 pNTK and eNTK of a zoo network on N + M inputs, the first two equal."""
     import nt_pntk
     from nt_pntk.experiments import models
 
@@ -300,11 +298,17 @@ def test_genuine_float32_kernels_pass(implementation, t):
     x = jax.random.normal(jax.random.PRNGKey(0), (N + M, 4, 4, 1))
     x = x.at[1].set(x[0])  # two equal training inputs: the kernels are singular
     _, params = model.init_fn(jax.random.PRNGKey(1), x.shape)
-    pntk = nt_pntk.empirical_pntk_fn(model.apply_fn, vmap_axes=0, implementation=implementation)(
-        x, None, params
-    )
+    pntk_fn = nt_pntk.empirical_pntk_fn(model.apply_fn, vmap_axes=0, implementation=implementation)
     entk_fn = nt.empirical_ntk_fn(model.apply_fn, trace_axes=(), vmap_axes=0, implementation=implementation)
-    entk = entk_fn(x, None, params)
+    return jax.jit(pntk_fn)(x, None, params), jax.jit(entk_fn)(x, None, params)
+
+
+@pytest.mark.parametrize("t", TIMES)
+@pytest.mark.parametrize("implementation", [1, 2])
+def test_genuine_float32_kernels_pass(implementation, t):
+    """A real float32 pNTK and eNTK from JAX (implementation 2 is asymmetric at round-off), singular
+    because of a repeated input: accepted, with the answer of the symmetrized float64 kernel."""
+    pntk, entk = genuine_kernels(implementation)
     assert pntk.dtype == entk.dtype == jnp.float32
     y = targets()
     ridge = 1e-3 if t is None else 0.0  # (infinite time needs a ridge on a singular kernel)

@@ -25,7 +25,8 @@ import neural_tangents as nt
 
 from nt_pntk import cli
 from nt_pntk._src.tiled import compute, planning, storage
-from nt_pntk.tiled import kernel_matrix, with_jacobian_features
+from nt_pntk.approximations import Trace
+from nt_pntk.tiled import kernel_matrix
 
 HELPERS = str(Path(__file__).parent / "tiled_helpers.py")
 RTOL = 3e-6  # float32 Gram sums in another order than NT's contraction, relative to the largest entry
@@ -95,16 +96,20 @@ def _spy(function, calls):
     return spy
 
 
-def test_nngp_and_nt_entk(p):
-    """An NNGP (no Jacobians: tiled directly) and NT's eNTK with features attached."""
+def test_nngp_and_nt_entk(p, monkeypatch):
+    """An NNGP (no Jacobians: tiled directly), and NT's traced eNTK as `Trace()` (its Gram features reused),
+    each equal to NT's own function."""
+    routes = []
+    monkeypatch.setattr(compute, "run_direct", _spy(compute.run_direct, routes))
+    monkeypatch.setattr(compute, "run_features", _spy(compute.run_features, routes))
     nngp_fn = nt.empirical_nngp_fn(p.model.apply_fn)
     expected = jax.jit(nngp_fn)(p.x1, p.x2, p.params)
     assert_close(kernel_matrix(nngp_fn, p.x1, p.x2, p.params, **COMMON), expected)
-    ntk_fn = nt.empirical_ntk_fn(p.model.apply_fn, vmap_axes=0)
-    with_features = with_jacobian_features(ntk_fn, p.model.apply_fn, vmap_axes=0)
-    assert hasattr(with_features, "jacobian_features")
-    expected = jax.jit(ntk_fn)(p.x1, None, p.params)
-    assert_close(kernel_matrix(with_features, p.x1, None, p.params, **COMMON), expected)
+    assert routes.pop().mode == "direct"
+    trace_fn = Trace().kernel_fn(p.model.apply_fn, vmap_axes=0)
+    expected = jax.jit(nt.empirical_ntk_fn(p.model.apply_fn, vmap_axes=0))(p.x1, None, p.params)
+    assert_close(kernel_matrix(trace_fn, p.x1, None, p.params, **COMMON), expected)
+    assert routes.pop().mode == "features"
 
 
 def test_budget_sets_tile_and_resident_rows(p, reference, monkeypatch):
@@ -133,6 +138,7 @@ def test_parse_bytes():
     assert planning.parse_bytes("b", "2GiB") == 2 * 1024**3
     assert planning.parse_bytes("b", "1.5 MB") == 1_500_000
     assert planning.parse_bytes("b", 4096) == 4096
+    assert planning.parse_bytes("b", np.int64(4096)) == 4096
     assert planning.parse_bytes("b", None) is None
     assert planning.parse_bytes("b", planning.format_bytes(123456789)) >= 123456789
 
@@ -143,13 +149,13 @@ def test_parse_bytes():
 @pytest.mark.parametrize("suffix", [".npy", ".zarr"])
 def test_disk_outputs_equal_memory_and_rerun_recomputes_nothing(p, reference, tmp_path, suffix, count_tiles):
     out = tmp_path / f"k{suffix}"
-    k = kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=out, **COMMON)
+    k = kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=out, **COMMON)
     assert isinstance(k, np.memmap) if suffix == ".npy" else isinstance(k, zarr.Array)
     assert np.array_equal(np.asarray(k[:]), reference["tiled_symmetric"])
     assert count_tiles["tiles"] == 15 == record_count(out)
     meta = json.loads((tmp_path / f"k{suffix}.tiles" / "meta.json").read_text())
     assert meta["tile_size"] == th.TILE and meta["mode"] == "features" and meta["shape"] == [37, 37]
-    again = kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=out, **COMMON)
+    again = kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=out, **COMMON)
     assert count_tiles["tiles"] == 15  # verified, not recomputed
     assert np.array_equal(np.asarray(again[:]), reference["tiled_symmetric"])
     if suffix == ".npy":
@@ -157,11 +163,12 @@ def test_disk_outputs_equal_memory_and_rerun_recomputes_nothing(p, reference, tm
 
 
 def test_x2_to_zarr(p, reference, tmp_path):
-    k = kernel_matrix(p.pntk_fn, p.x1, p.x2, p.params, out=tmp_path / "k.zarr", **COMMON)
+    k = kernel_matrix(p.pntk_fn, p.x1, p.x2, p.params, output=tmp_path / "k.zarr", **COMMON)
     assert k.shape == (th.N1, th.N2) and k.chunks == (th.TILE, th.TILE)
     assert_close(k[:], reference["x2"])
 
 
+@pytest.mark.slow  # a child process with its own JAX start-up
 def test_resume_after_sigkill_is_bitwise_identical(p, reference, tmp_path, count_tiles):
     out = tmp_path / "k.npy"
     child = subprocess.Popen([sys.executable, HELPERS, "slow-run", str(out)], stderr=subprocess.PIPE)
@@ -178,7 +185,7 @@ def test_resume_after_sigkill_is_bitwise_identical(p, reference, tmp_path, count
     assert child.returncode == -signal.SIGKILL
     done_at_kill = record_count(out)
     assert 2 <= done_at_kill < 15  # killed mid-run
-    k = kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=out, **COMMON)
+    k = kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=out, **COMMON)
     assert count_tiles["tiles"] == 15 - done_at_kill  # finished tiles were not recomputed
     assert np.array_equal(np.asarray(k), reference["tiled_symmetric"])
 
@@ -186,7 +193,7 @@ def test_resume_after_sigkill_is_bitwise_identical(p, reference, tmp_path, count
 @pytest.mark.parametrize("suffix", [".npy", ".zarr"])
 def test_corrupted_tile_is_recomputed(p, reference, tmp_path, suffix, count_tiles):
     out = tmp_path / f"k{suffix}"
-    kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=out, **COMMON)
+    kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=out, **COMMON)
     assert count_tiles["tiles"] == 15
     if suffix == ".npy":
         # Tile (1, 3) (rows 8-15, columns 24-31): garbage into its first row, and into the mirror
@@ -206,7 +213,7 @@ def test_corrupted_tile_is_recomputed(p, reference, tmp_path, suffix, count_tile
         assert chunk.is_file()
         chunk.write_bytes(b"not a chunk")
         recomputed = 1
-    k = kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=out, **COMMON)
+    k = kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=out, **COMMON)
     assert count_tiles["tiles"] == 15 + recomputed
     assert np.array_equal(np.asarray(k[:]), reference["tiled_symmetric"])
 
@@ -214,6 +221,7 @@ def test_corrupted_tile_is_recomputed(p, reference, tmp_path, suffix, count_tile
 # Devices and processes ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a child process with its own JAX start-up
 def test_four_devices_equal_one(tmp_path):
     result = tmp_path / "four.npz"
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
@@ -226,6 +234,7 @@ def test_four_devices_equal_one(tmp_path):
         assert np.array_equal(four[name], k), name
 
 
+@pytest.mark.slow  # two child processes with their own JAX start-up
 def test_two_processes_share_one_output(p, reference, tmp_path):
     """jax.distributed with 2 processes of 2 CPU devices each, writing one Zarr array."""
     out = tmp_path / "k.zarr"
@@ -266,19 +275,19 @@ def test_progress_bar(p, capsys):
 
 def test_output_of_other_inputs_is_not_overwritten(p, tmp_path):
     out = tmp_path / "k.npy"
-    kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=out, **COMMON)
+    kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=out, **COMMON)
     before = out.read_bytes()
     with pytest.raises(ValueError, match=r"x1 differs .*Nothing was overwritten"):
-        kernel_matrix(p.pntk_fn, p.x1 + 1, None, p.params, out=out, **COMMON)
+        kernel_matrix(p.pntk_fn, p.x1 + 1, None, p.params, output=out, **COMMON)
     with pytest.raises(ValueError, match=r"holds a \(37, 37\) float32 kernel, these inputs give \(36, 36\)"):
-        kernel_matrix(p.pntk_fn, p.x1[:36], None, p.params, out=out, **COMMON)
+        kernel_matrix(p.pntk_fn, p.x1[:36], None, p.params, output=out, **COMMON)
     with pytest.raises(ValueError, match=r"it was computed with x2=None"):
-        kernel_matrix(p.pntk_fn, p.x1, p.x1, p.params, out=out, **COMMON)
+        kernel_matrix(p.pntk_fn, p.x1, p.x1, p.params, output=out, **COMMON)
     with pytest.raises(ValueError, match=r"params differs"):
         params = [tuple(a * 2 for a in layer) for layer in p.params]
-        kernel_matrix(p.pntk_fn, p.x1, None, params, out=out, **COMMON)
+        kernel_matrix(p.pntk_fn, p.x1, None, params, output=out, **COMMON)
     with pytest.raises(ValueError, match=r"started with tile_size=8, not 16"):
-        kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=out, tile_size=16, progress=False)
+        kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=out, tile_size=16, progress=False)
     assert out.read_bytes() == before
 
 
@@ -287,10 +296,11 @@ def test_foreign_file_is_not_overwritten(p, tmp_path):
     np.save(out, np.zeros((37, 37), np.float32))
     before = out.read_bytes()
     with pytest.raises(ValueError, match=r"not written by kernel_matrix .*nothing was overwritten"):
-        kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=out, **COMMON)
+        kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=out, **COMMON)
     assert out.read_bytes() == before
 
 
+@pytest.mark.slow  # compiles and measures the programs of several tile sizes
 def test_budget_below_one_row_names_the_minimum(p):
     with pytest.raises(ValueError, match=r"below the minimum of .* one row of the smallest tile") as info:
         kernel_matrix(p.pntk_fn, p.x1[:10], None, p.params, memory_budget=1000, progress=False)
@@ -317,10 +327,22 @@ def test_non_finite_inputs_name_the_first_bad_row(p):
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        (dict(out="k.txt"), ValueError, r"must end in .npy .* or .zarr"),
-        (dict(memory_budget="lots"), ValueError, r"such as '2GiB'"),
-        (dict(memory_budget=0), ValueError, r"positive number of bytes"),
-        (dict(tile_size=0), ValueError, r"`tile_size` must be a positive int"),
+        (dict(output="k.txt"), ValueError, r"`output` must end in \.npy .* or \.zarr .*; got 'k\.txt'"),
+        (dict(output=3), TypeError, r"`output` must be None \(in memory\) or a path ending in .*; got 3\."),
+        (dict(memory_budget="lots"), ValueError, r"`memory_budget` must be .* such as '2GiB'.*; got 'lots'"),
+        (
+            dict(memory_budget=2.5e9),
+            TypeError,
+            r"`memory_budget` must be an int .*; got 2500000000\.0 of type float\.",
+        ),
+        (dict(memory_budget=0), ValueError, r"`memory_budget` must be a positive number of bytes; got 0\."),
+        (
+            dict(memory_budget=[1]),
+            TypeError,
+            r"`memory_budget` must be an int number of bytes or a string .*; got \[1\] of type list\.",
+        ),
+        (dict(tile_size=0), ValueError, r"`tile_size` must be an int >= 1; got tile_size=0\."),
+        (dict(tile_size=8.0), TypeError, r"`tile_size` must be an int; got 8\.0 of type float\."),
     ],
 )
 def test_bad_arguments(p, kwargs, error, match):
@@ -342,11 +364,12 @@ def test_mismatched_x2(p):
 # The command --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the command end to end: digits, model, tiles on disk, twice
 def test_kernel_command(p, tmp_path, capsys):
     from nt_pntk.cli import kernel as _kernel_cmd
 
     out = tmp_path / "k.npy"
-    argv = ["kernel", "--model", "fc", "--width", "16", "--depth", "1", "--out-dim", "3", "--n", "30"]
+    argv = ["kernel", "--model", "fc", "--width", "16", "--depth", "1", "--outputs", "3", "--n", "30"]
     argv += ["--output", str(out), "--tile-size", "8", "--no-progress", "--seed", "1"]
     assert cli.main(argv) == 0
     assert "(30, 30) float32 kernel" in capsys.readouterr().out

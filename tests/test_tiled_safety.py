@@ -23,12 +23,12 @@ import tiled_helpers as th
 import nt_pntk
 
 # isort: split
-import neural_tangents as nt
 from neural_tangents import stax
 
 from nt_pntk._src.tiled import compute, storage
+from nt_pntk.approximations import PNTK, Trace
 from nt_pntk.experiments import models
-from nt_pntk.tiled import kernel_matrix, with_jacobian_features
+from nt_pntk.tiled import kernel_matrix
 
 HELPERS = str(Path(__file__).parent / "tiled_helpers.py")
 COMMON = dict(tile_size=th.TILE, progress=False)
@@ -89,7 +89,9 @@ def same_name_pntk(activation):
     return nt_pntk.empirical_pntk_fn(net.apply, vmap_axes=0), params
 
 
-@pytest.mark.parametrize("build", [stax_pntk, same_name_pntk], ids=["stax", "same-name"])
+@pytest.mark.parametrize(
+    "build", [stax_pntk, pytest.param(same_name_pntk, marks=pytest.mark.slow)], ids=["stax", "same-name"]
+)
 def test_changed_activation_is_refused_and_nothing_changes(p, tmp_path, build):
     relu_fn, params = build(stax.Relu())
     erf_fn, erf_params = build(stax.Erf())
@@ -97,12 +99,12 @@ def test_changed_activation_is_refused_and_nothing_changes(p, tmp_path, build):
     relu_direct = np.asarray(jax.jit(relu_fn)(p.x1, None, params))
     erf_direct = np.asarray(jax.jit(erf_fn)(p.x1, None, params))
     out = tmp_path / "k.npy"
-    kernel_matrix(relu_fn, p.x1, None, params, out=out, **COMMON)
+    kernel_matrix(relu_fn, p.x1, None, params, output=out, **COMMON)
     before = snapshot(tmp_path)
     message = r"computes different values .*probe entry K\[\d+, \d+\] was \S+ and is now \S+ "
     message += r".*Nothing was overwritten"
     with pytest.raises(ValueError, match=message) as info:
-        kernel_matrix(erf_fn, p.x1, None, params, out=out, **COMMON)
+        kernel_matrix(erf_fn, p.x1, None, params, output=out, **COMMON)
     # The values it names are the two direct kernels' entries.
     r, c, was, now = re.search(r"K\[(\d+), (\d+)\] was (\S+) and is now (\S+) ", str(info.value)).groups()
     r, c = int(r), int(c)
@@ -110,7 +112,9 @@ def test_changed_activation_is_refused_and_nothing_changes(p, tmp_path, build):
     assert float(now) == pytest.approx(erf_direct[r, c], rel=1e-5)
     assert snapshot(tmp_path) == before  # the output, the record, and no lock file left
     th.assert_close(np.load(out), relu_direct)
-    th.assert_close(kernel_matrix(erf_fn, p.x1, None, params, out=tmp_path / "erf.npy", **COMMON), erf_direct)
+    th.assert_close(
+        kernel_matrix(erf_fn, p.x1, None, params, output=tmp_path / "erf.npy", **COMMON), erf_direct
+    )
 
 
 class Interrupted(Exception):
@@ -129,20 +133,24 @@ def test_renamed_identical_function_resumes(p, reference, tmp_path, monkeypatch)
 
     monkeypatch.setattr(storage.Record, "mark", interrupted_after_five)
     with pytest.raises(Interrupted):
-        kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=out, **COMMON)
+        kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=out, **COMMON)
     assert storage.Record(out).count() == 5
     monkeypatch.setattr(storage.Record, "mark", mark)
 
-    renamed = lambda a, b, params, **kwargs: p.pntk_fn(a, b, params, **kwargs)  # noqa: E731
-    renamed.jacobian_features = p.pntk_fn.jacobian_features
-    k = kernel_matrix(renamed, p.x1, None, p.params, out=out, **COMMON)
+    def renamed_apply(params, x):  # the same network under another name
+        return p.model.apply_fn(params, x)
+
+    renamed = PNTK().kernel_fn(renamed_apply, vmap_axes=0)
+    k = kernel_matrix(renamed, p.x1, None, p.params, output=out, **COMMON)
     assert storage.Record(out).count() == 15
     assert np.array_equal(np.asarray(k), reference["tiled_symmetric"])
     th.assert_close(k, reference["symmetric"])
-    meta = json.loads((tmp_path / "k.npy.tiles" / "meta.json").read_text())
-    assert "pntk_fn" in meta["function"]["name"]  # recorded as information, not compared
+    name = json.loads((tmp_path / "k.npy.tiles" / "meta.json").read_text())["function"]["name"]
+    # Recorded as information (the first run's), not compared.
+    assert "approximation=PNTK()" in name and "apply_fun" in name and "renamed_apply" not in name
 
 
+@pytest.mark.slow  # float64 programs of their own, two runs and a refused third
 def test_float64_probe_is_tight(float64, tmp_path, count_tiles):
     model = models.get_model("fc", width=16, outputs=3, depth=1)
     _, params = model.init_fn(jax.random.PRNGKey(0), (-1, 8, 8, 1))
@@ -151,30 +159,27 @@ def test_float64_probe_is_tight(float64, tmp_path, count_tiles):
     direct = np.asarray(jax.jit(fn)(x, None, params))
     assert direct.dtype == np.float64
     out = tmp_path / "k.npy"
-    k = kernel_matrix(fn, x, None, params, out=out, **COMMON)
+    k = kernel_matrix(fn, x, None, params, output=out, **COMMON)
     th.assert_close(k, direct, rtol=1e-12)
     meta = json.loads((tmp_path / "k.npy.tiles" / "meta.json").read_text())
     assert meta["probe"]["dtype"] == "float64" and meta["probe"]["rows"] == [0, 6, 13, 19]
     assert meta["probe"]["values"][0] == pytest.approx(direct[0, 0], rel=1e-12)
     first = np.array(k)
-    again = kernel_matrix(fn, x, None, params, out=out, **COMMON)
+    again = kernel_matrix(fn, x, None, params, output=out, **COMMON)
     assert count_tiles["tiles"] == 6 and np.array_equal(np.asarray(again), first)
     # A kernel 1e-6 off, well within float32's tolerance, is another kernel in float64.
-    scaled = lambda a, b, params_: fn(a, b, params_) * (1 + 1e-6)  # noqa: E731
-    scaled.jacobian_features = fn.jacobian_features
     with pytest.raises(ValueError, match=r"computes different values"):
-        kernel_matrix(scaled, x, None, params, out=out, **COMMON)
+        kernel_matrix(th.rescaled(fn, 1 + 1e-6), x, None, params, output=out, **COMMON)
 
 
 @pytest.mark.parametrize("mode", ["features", "direct"])
 def test_tiles_that_disagree_with_fn_are_refused(p, tmp_path, mode):
+    trace_fn = Trace().kernel_fn(p.model.apply_fn, vmap_axes=0)
     if mode == "features":
-
-        def kernel(a, b, params):  # twice the kernel its Jacobian features give
-            return 2 * p.pntk_fn(a, b, params)
-
-        kernel.jacobian_features = p.pntk_fn.jacobian_features
-        hint = r"jacobian_features"
+        # The pNTK, with the Gram features of NT's trace: the tiles are the trace, fn the pNTK.
+        kernel = PNTK().kernel_fn(p.model.apply_fn, vmap_axes=0)
+        kernel.features_fn = trace_fn.features_fn
+        hint = r"the tiles come from `fn\.features_fn\(\)`, which must give the same kernel as `fn`"
     else:
 
         def kernel(a, b, params):  # depends on the batch: tiles of 8 rows, probes of 1
@@ -183,13 +188,15 @@ def test_tiles_that_disagree_with_fn_are_refused(p, tmp_path, mode):
         hint = r"must not depend on the rest of their batch"
     out = tmp_path / "k.npy"
     with pytest.raises(ValueError, match=rf"computed K\[0, 0\] = (\S+) in tile \(0, 0\), .*{hint}") as info:
-        kernel_matrix(kernel, p.x1, None, p.params, out=out, **COMMON)
+        kernel_matrix(kernel, p.x1, None, p.params, output=out, **COMMON)
     got, expected = re.search(r"= (\S+) in tile .* gives (\S+) for", str(info.value)).groups()
-    direct = float(np.asarray(jax.jit(p.pntk_fn)(p.x1[:1], None, p.params))[0, 0])
-    # features: the tile is the pNTK, fn twice it; direct: fn on a tile of 8 rows, and on one probe pair.
-    tile_factor, fn_factor = (1, 2) if mode == "features" else (8, 1)
-    assert float(got) == pytest.approx(tile_factor * direct, rel=1e-5)
-    assert float(expected) == pytest.approx(fn_factor * direct, rel=1e-5)
+    pntk = float(np.asarray(jax.jit(p.pntk_fn)(p.x1[:1], None, p.params))[0, 0])
+    trace = float(np.asarray(jax.jit(trace_fn)(p.x1[:1], None, p.params))[0, 0])
+    assert abs(pntk - trace) > 1e-2 * abs(pntk)  # two kernels the message can tell apart
+    # features: the tile is the trace, fn the pNTK; direct: fn on a tile of 8 rows, and on one probe pair.
+    tile_value, fn_value = (trace, pntk) if mode == "features" else (8 * pntk, pntk)
+    assert float(got) == pytest.approx(tile_value, rel=1e-5)
+    assert float(expected) == pytest.approx(fn_value, rel=1e-5)
     assert (0, 0) not in storage.Record(out).done()
     assert not leftovers(tmp_path)
 
@@ -197,6 +204,7 @@ def test_tiles_that_disagree_with_fn_are_refused(p, tmp_path, mode):
 # Two runs on one output ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # two child processes, six runs each
 def test_two_runs_started_together_on_one_output(p, tmp_path):
     """Two independent processes on the same .npy, then the same .zarr, three times each."""
     out_dir, sync_dir = tmp_path / "out", tmp_path / "sync"
@@ -238,7 +246,7 @@ def test_second_run_waits_for_the_lock_and_names_its_holder(p, reference, tmp_pa
 
     def second_run():
         try:
-            k = kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=out, tile_size=th.TILE, progress=True)
+            k = kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=out, tile_size=th.TILE, progress=True)
             result["k"] = np.array(k)
         except BaseException as e:
             result["error"] = e
@@ -272,7 +280,7 @@ def test_failed_run_leaves_no_temporaries(p, tmp_path, monkeypatch):
 
     monkeypatch.setattr(storage.ZarrOutput, "create", staticmethod(create_then_fail))
     with pytest.raises(OSError, match="No space left"):
-        kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=tmp_path / "k.zarr", **COMMON)
+        kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=tmp_path / "k.zarr", **COMMON)
     assert not leftovers(tmp_path) and not (tmp_path / "k.zarr").exists()
 
     def failing_replace(src, dst):
@@ -295,7 +303,7 @@ def test_unfinished_kernel_is_never_returned(p, tmp_path, monkeypatch):
         with pytest.raises(
             RuntimeError, match=r"with 1 of 15 tiles .* not recorded \(e\.g\. tiles \[\(1, 3\)\]\)"
         ):
-            kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=out, **COMMON)
+            kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=out, **COMMON)
 
 
 # Records: damaged, reset, durable ------------------------------------------------------------------
@@ -305,7 +313,7 @@ def test_unfinished_kernel_is_never_returned(p, tmp_path, monkeypatch):
 def finished(p, tmp_path_factory):
     """A finished .npy output with its record."""
     directory = tmp_path_factory.mktemp("finished")
-    kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=directory / "k.npy", **COMMON)
+    kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=directory / "k.npy", **COMMON)
     return directory
 
 
@@ -339,15 +347,15 @@ def test_damaged_record_is_refused(p, tmp_path, finished, field, value):
         r".*nothing was overwritten\. Delete .* to start over"
     )
     with pytest.raises(ValueError, match=match):
-        kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=tmp_path / "k.npy", **COMMON)
+        kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=tmp_path / "k.npy", **COMMON)
     assert snapshot(tmp_path) == before
 
 
 def test_deleted_done_directory_recomputes_everything(p, reference, tmp_path, count_tiles):
     out = tmp_path / "k.zarr"
-    kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=out, **COMMON)
+    kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=out, **COMMON)
     shutil.rmtree(tmp_path / "k.zarr.tiles" / "done")  # reset the progress
-    k = kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=out, **COMMON)
+    k = kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=out, **COMMON)
     assert count_tiles["tiles"] == 30 and storage.Record(out).count() == 15
     assert np.array_equal(k[:], reference["tiled_symmetric"])
 
@@ -395,11 +403,11 @@ def test_tile_size_larger_than_n_is_capped(p, reference, tmp_path, monkeypatch):
 
     monkeypatch.setattr(compute, "run_features", spy)
     out = tmp_path / "k.npy"
-    k = kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=out, tile_size=10**6, progress=False)
+    k = kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=out, tile_size=10**6, progress=False)
     assert plans[-1].tile == th.N1
     assert json.loads((tmp_path / "k.npy.tiles" / "meta.json").read_text())["tile_size"] == th.N1
     th.assert_close(k, reference["symmetric"])
-    again = kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=out, tile_size=500, progress=False)
+    again = kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=out, tile_size=500, progress=False)
     assert np.array_equal(np.asarray(again), np.asarray(k))  # resumed: 500 is capped to the stored 37
     k2 = kernel_matrix(p.pntk_fn, p.x1, p.x2, p.params, tile_size=100, progress=False)
     assert plans[-1].tile == max(th.N1, th.N2)
@@ -410,9 +418,8 @@ def test_vmap_axes_that_are_not_ints(p):
     message = r"`vmap_axes` must be None, an int .*, or a triple .* got 'a'\."
     with pytest.raises(TypeError, match=message):
         nt_pntk.empirical_pntk_fn(p.model.apply_fn, vmap_axes="a")
-    ntk_fn = nt.empirical_ntk_fn(p.model.apply_fn, vmap_axes=0)
     with pytest.raises(TypeError, match=r"`vmap_axes` must be .* got \(0, 1\.5, \{\}\)\."):
-        with_jacobian_features(ntk_fn, p.model.apply_fn, vmap_axes=(0, 1.5, {}))
+        Trace().kernel_fn(p.model.apply_fn, vmap_axes=(0, 1.5, {}))
 
 
 @pytest.mark.parametrize(
@@ -431,8 +438,20 @@ def test_vmap_axes_out_of_range(p, vmap_axes, what):
         kernel_matrix(fn, p.x1, None, p.params, **COMMON)
 
 
-def test_valid_vmap_axes_still_work(p, reference):
+@pytest.mark.parametrize(
+    "vmap_axes",
+    [
+        pytest.param(0, marks=pytest.mark.slow),
+        (0, -2, None),
+        pytest.param((0, 0, {}), marks=pytest.mark.slow),
+    ],
+    ids=str,
+)
+def test_valid_vmap_axes_still_work(p, reference, vmap_axes, monkeypatch):
     """Forms NT accepts: the features path takes them (equal to the direct kernel)."""
-    for vmap_axes in (0, (0, -2, None), (0, 0, {})):
-        fn = nt_pntk.empirical_pntk_fn(p.model.apply_fn, vmap_axes=vmap_axes)
-        th.assert_close(kernel_matrix(fn, p.x1, None, p.params, **COMMON), reference["symmetric"])
+    calls = []
+    run_features = compute.run_features
+    monkeypatch.setattr(compute, "run_features", lambda *args: calls.append(args) or run_features(*args))
+    fn = nt_pntk.empirical_pntk_fn(p.model.apply_fn, vmap_axes=vmap_axes)
+    th.assert_close(kernel_matrix(fn, p.x1, None, p.params, **COMMON), reference["symmetric"])
+    assert len(calls) == 1

@@ -1,4 +1,4 @@
-"""XLA:CPU's YNNPACK fusions are switched off where they miscompile (see `nt_pntk._xla_cpu`)."""
+"""XLA:CPU's YNNPACK fusions are switched off where they miscompile (see `nt_pntk._src.compat.xla_cpu`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -66,9 +67,12 @@ def test_import_nt_pntk_first_fixes_the_program():
 
 
 def test_importing_neural_tangents_alone_applies_it():
-    """NT's import hook applies it too (with nt_pntk installed, NT may be imported first)."""
-    result = _run("import nt_pntk._nt_compat as c; c.install(); import neural_tangents")
+    """With nt_pntk installed, its startup file applies it when NT is imported first."""
+    startup = Path(__file__).resolve().parents[1] / "startup"  # what nt_pntk_startup.pth imports
+    pythonpath = os.pathsep.join(filter(None, [str(startup), os.environ.get("PYTHONPATH")]))
+    result = _run("import _nt_pntk_startup\nimport neural_tangents", env={"PYTHONPATH": pythonpath})
     assert result["error"] < 1e-5
+    assert result["status"] == ("applied" if _xla_cpu.affected(JAXLIB) else "not needed")
 
 
 def test_unprotected_jax_is_what_the_version_table_says():

@@ -24,10 +24,12 @@ import jax
 import numpy as np
 
 import nt_pntk
+from nt_pntk.approximations import EmpiricalKernelFn
 from nt_pntk.experiments import models
 
 N1, N2, TILE = 37, 21, 8
 RACE_N = 40
+COMMON = dict(tile_size=TILE, progress=False)  # kernel_matrix's arguments in most tests
 RTOL = 3e-6  # float32 Gram sums in another order than NT's contraction, relative to the largest entry
 
 
@@ -58,12 +60,23 @@ def problem() -> types.SimpleNamespace:
 
 
 def opaque(fn):
-    """`fn` without its `jacobian_features`: kernel_matrix must tile it directly."""
+    """`fn` as a plain function (not an `EmpiricalKernelFn`, so no Gram features): tiled directly."""
 
     def kernel(x1, x2, params, **kwargs):
         return fn(x1, x2, params, **kwargs)
 
     return kernel
+
+
+def rescaled(fn: EmpiricalKernelFn, factor: float) -> EmpiricalKernelFn:
+    """`fn`'s approximation of the same network, whose values are `factor` times `fn`'s but whose
+    Gram features are `fn`'s (as if `__call__` had been changed and `features_fn` not)."""
+
+    class Rescaled(EmpiricalKernelFn):
+        def __call__(self, x1, x2, params, **kwargs):
+            return factor * super().__call__(x1, x2, params, **kwargs)
+
+    return Rescaled(fn.approximation, fn.f, fn.trace_axes, fn.diagonal_axes, fn.vmap_axes, fn.implementation)
 
 
 def device_results() -> dict[str, np.ndarray]:
@@ -93,7 +106,7 @@ def _slow_run(out: str) -> None:
 
     storage.Record.mark = slow_mark
     p = problem()
-    kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=out, tile_size=TILE, progress=False)
+    kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=out, tile_size=TILE, progress=False)
 
 
 def race_inputs() -> np.ndarray:
@@ -120,7 +133,7 @@ def _race(out_dir: str, sync_dir: str, child: int, tries: int) -> None:
             name = f"k{t}{suffix}"
             _barrier(Path(sync_dir), name, child)
             k = kernel_matrix(
-                p.pntk_fn, x, None, p.params, out=Path(out_dir) / name, tile_size=TILE, progress=False
+                p.pntk_fn, x, None, p.params, output=Path(out_dir) / name, tile_size=TILE, progress=False
             )
             kernels[name] = np.array(k[:])
     np.savez(Path(sync_dir) / f"result{child}.npz", **kernels)
@@ -131,7 +144,7 @@ def _process(process_id: int, count: int, port: int, out: str) -> None:
     from nt_pntk.tiled import kernel_matrix
 
     p = problem()
-    k = kernel_matrix(p.pntk_fn, p.x1, None, p.params, out=out, tile_size=TILE, progress=False)
+    k = kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=out, tile_size=TILE, progress=False)
     print(
         f"process {jax.process_index()} of {jax.process_count()}: {jax.local_device_count()} devices, "
         f"{k.shape}",

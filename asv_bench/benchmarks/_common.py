@@ -4,9 +4,10 @@ Nothing here imports JAX at module level: asv imports the benchmark module in ev
 (spawned) process, also for discovery and for the ``track_*`` benchmarks that only
 read numbers computed in ``setup_cache``, and ``import jax`` costs seconds on two cores.
 
-Only the API that every benchmarked commit has is used (``nt_pntk.empirical_pntk_fn``,
-``nt_pntk.models.get_model``), so ``asv run`` over a commit range can install older
-commits under today's benchmarks.
+The package API used is this layout's (``nt_pntk.experiments.models``,
+``get_model(outputs=)``, ``nt_pntk._src.measure``): ``asv run`` over a commit range
+installs older commits under today's benchmarks only back to the commit that
+introduced that layout.
 """
 
 from __future__ import annotations
@@ -195,10 +196,12 @@ class Compiled:
 
 
 def memory_figures(compiled: Any) -> dict[str, int]:
-    """XLA's ``compiled.memory_analysis()`` in bytes (deterministic for a given XLA):
-    ``temp`` (scratch buffers), ``argument``, ``output``, ``alias``, and ``total`` =
-    temp + argument + output − alias. Empty where the backend gives no analysis."""
-    analysis = compiled.memory_analysis()
+    """XLA's memory analysis (`nt_pntk._src.measure.memory_analysis`) in bytes, deterministic for a
+    given XLA: ``temp`` (scratch buffers), ``argument``, ``output``, ``alias``, and ``total`` =
+    temp + argument + output − alias (`measure.peak_bytes`). Empty where the backend gives none."""
+    from nt_pntk._src import measure
+
+    analysis = measure.memory_analysis(compiled)
     if analysis is None:
         return {}
     names = {
@@ -208,7 +211,7 @@ def memory_figures(compiled: Any) -> dict[str, int]:
         "alias": "alias_size_in_bytes",
     }
     figures = {key: int(getattr(analysis, attr, 0) or 0) for key, attr in names.items()}
-    figures["total"] = figures["temp"] + figures["argument"] + figures["output"] - figures["alias"]
+    figures["total"] = measure.peak_bytes(compiled)
     return figures
 
 

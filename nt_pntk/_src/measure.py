@@ -8,6 +8,7 @@ so that every figure the package prints is measured the same way.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import statistics
 import sys
@@ -15,10 +16,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from nt_pntk._src import checks
+
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
-    """Seconds: the compilation, and the median of `runs` timed calls after one warm-up call."""
+    """Seconds: the compilation (NaN where not measured), the median of `runs` timed calls, the warm-up."""
 
     compile_s: float
     median_s: float
@@ -26,22 +29,33 @@ class Timing:
     warmup_s: float
 
 
-def time_compiled(
-    fn: Callable, *args: Any, repeats: int = 3, time_budget: float = 30.0
-) -> tuple[Timing, Any]:
-    """Compiles ``jax.jit(fn)`` for `args`, calls it once to warm up, then times up to `repeats` calls.
-
-    Fewer calls (at least one) when the warm-up shows they would take longer than
-    `time_budget` seconds. Every call ends with ``block_until_ready``.
-
-    Returns:
-      ``(Timing, value of the last call)``.
-    """
+def compile_timed(fn: Callable, *args: Any) -> tuple[Any, float]:
+    """``jax.jit(fn).lower(*args).compile()`` and the seconds it took (trace, lower and compile)."""
     import jax
 
     start = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - start
+    return compiled, time.perf_counter() - start
+
+
+def time_calls(
+    compiled: Callable, *args: Any, repeats: int = 3, time_budget: float = 30.0, compile_s: float = math.nan
+) -> tuple[Timing, Any]:
+    """Calls `compiled` once to warm up, then times up to `repeats` calls (``block_until_ready``).
+
+    Fewer calls (at least one) when the warm-up shows they would take longer than
+    `time_budget` seconds.
+
+    Returns:
+      ``(Timing, value of the last call)``; `compile_s` is passed through to the `Timing`.
+
+    Raises:
+      TypeError, ValueError: `repeats` not an int >= 1, `time_budget` not a number > 0.
+    """
+    import jax
+
+    repeats = checks.positive_int("repeats", repeats)
+    time_budget = checks.positive("time_budget", time_budget)
     start = time.perf_counter()
     value = jax.block_until_ready(compiled(*args))
     warmup_s = time.perf_counter() - start
@@ -52,6 +66,18 @@ def time_compiled(
         value = jax.block_until_ready(compiled(*args))
         samples.append(time.perf_counter() - start)
     return Timing(compile_s, statistics.median(samples), runs, warmup_s), value
+
+
+def time_compiled(
+    fn: Callable, *args: Any, repeats: int = 3, time_budget: float = 30.0
+) -> tuple[Timing, Any]:
+    """Compiles ``jax.jit(fn)`` for `args` (`compile_timed`), then times its calls (`time_calls`).
+
+    Returns:
+      ``(Timing, value of the last call)``.
+    """
+    compiled, compile_s = compile_timed(fn, *args)
+    return time_calls(compiled, *args, repeats=repeats, time_budget=time_budget, compile_s=compile_s)
 
 
 def peak_rss_bytes() -> int:

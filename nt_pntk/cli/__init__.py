@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import os
 import sys
 import traceback
+from typing import Any
 
 # subcommand -> (module with `add_arguments(parser)` and `run(args) -> int`, one-line help).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -40,17 +42,93 @@ class UsageError(ValueError):
     exit_code = EXIT_USAGE
 
 
+#: The distributions whose versions `--version` reports beside nt-pntk's (read from their metadata:
+#: importing JAX to ask would take seconds).
+VERSIONED_DEPENDENCIES = ("jax", "jaxlib", "neural-tangents")
+
+
+def installed_version(distribution: str) -> str:
+    """The installed version of `distribution` from its metadata (no import), or ``'not installed'``."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def version_text() -> str:
+    """``nt-pntk <version>`` and the installed versions of JAX, jaxlib and neural-tangents."""
+    from nt_pntk._version import __version__
+
+    dependencies = ", ".join(f"{name} {installed_version(name)}" for name in VERSIONED_DEPENDENCIES)
+    return f"nt-pntk {__version__}\n{dependencies}"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: prints `version_text` and exits (the metadata is read only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
+class _DeprecatedAlias(argparse.Action):
+    """A hidden old name of an option: stores into the new option's `dest` after one line on stderr."""
+
+    def __init__(self, option_strings, dest, *, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        warn_deprecated(parser.prog, f"{option_string} is deprecated", f"use {self.new}")
+        setattr(namespace, self.dest, values)
+
+
+def warn_deprecated(prog: str, what: str, fix: str) -> None:
+    """One line on stderr: ``<prog>: warning: <what>; <fix>`` (e.g. an option renamed)."""
+    print(f"{prog}: warning: {what}; {fix}", file=sys.stderr)
+
+
+def add_deprecated_alias(parser: Any, old: str, new: str, **kwargs: Any) -> None:
+    """Adds `old` as a deprecated name of the option `new`, hidden from ``--help``.
+
+    `kwargs` are those of `new` that parse its value (``type``, ``nargs``, ``choices``,
+    ``metavar``); using `old` stores into `new`'s destination and prints one warning
+    line naming `new`. Removed in the release after the renaming.
+    """
+    parser.add_argument(
+        old,
+        dest=new.lstrip("-").replace("-", "_"),
+        action=_DeprecatedAlias,
+        new=new,
+        default=argparse.SUPPRESS,  # the new option's default stands
+        help=argparse.SUPPRESS,
+        **kwargs,
+    )
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only `command`'s module is imported (JAX start-up is slow)."""
+    # No abbreviations: `--output` (a path) must never be taken for a prefix of `--outputs` (O).
     parser = argparse.ArgumentParser(
         prog="nt-pntk",
         description=__doc__,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print nt-pntk's version and those of jax, jaxlib and neural-tangents, and exit",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text, epilog=EPILOG)
+        sub = subparsers.add_parser(
+            name, help=help_text, description=help_text, epilog=EPILOG, allow_abbrev=False
+        )
         if name == command:
             module = importlib.import_module(module_name)
             sub.description = module.__doc__
@@ -65,7 +143,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand; expected errors become one line on stderr and an exit code (see `EPILOG`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    # The subcommand is the first argument that is not an option (only -h/--help come before it).
+    # The subcommand is the first argument that is not an option (only -h/--help/--version come before it).
     command = next((a for a in argv if not a.startswith("-")), None)
     command = command if command in SUBCOMMANDS else None
     args = build_parser(command).parse_args(argv)

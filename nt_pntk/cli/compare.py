@@ -19,12 +19,15 @@ compared with the full eNTK Θ (N, N, O, O), the reference (first row):
   shows they would exceed ``--time-budget``); ``compile_s``: trace, lower and
   compile; ``temp_mib``: XLA's temp bytes (``jit(...).lower(...).compile().memory_analysis()``); with
   ``--rss``, ``rss_mib``: the peak RSS increase of a fresh process computing
-  that kernel alone, over its baseline after imports, data and parameters.
+  that kernel alone, over its baseline after imports, data and parameters
+  (all measured by `nt_pntk._src.measure`).
 
 ``MODULE:FUNCTION`` is imported (the current directory is searched first) and
-called as ``FUNCTION(out=O)``, or ``FUNCTION(out=O, width=W)`` when ``--width``
-is given; it returns ``(init_fn, apply_fn, ...)`` as ``stax.serial`` does (or
-an object with ``init_fn`` and ``apply_fn``), for NHWC inputs (N, 8, 8, 1).
+called as ``FUNCTION(outputs=O)``, or ``FUNCTION(outputs=O, width=W)`` when
+``--width`` is given (a FUNCTION that takes ``out`` instead of ``outputs``, the
+older name, still works, with a warning); it returns ``(init_fn, apply_fn, ...)``
+as ``stax.serial`` does (or an object with ``init_fn`` and ``apply_fn``), for NHWC
+inputs (N, 8, 8, 1).
 """
 
 from __future__ import annotations
@@ -32,10 +35,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import inspect
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -44,7 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from nt_pntk.cli import UsageError
+from nt_pntk._src import measure, numerics
+from nt_pntk.cli import UsageError, add_deprecated_alias, warn_deprecated
 
 APPROXIMATIONS = ("pntk", "trace", "single_logit", "projection")
 ZOO_WIDTHS = {"fc": 64, "cnn": 32}  # default --width of the zoo models
@@ -79,7 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"hidden units / channels (default: {ZOO_WIDTHS} for the zoo; not passed to FUNCTION)",
     )
-    parser.add_argument("--out", type=int, default=10, help="number of outputs O (default: 10)")
+    parser.add_argument("--outputs", type=int, default=10, help="number of outputs O (default: 10)")
+    add_deprecated_alias(parser, "--out", "--outputs", type=int)
     parser.add_argument("--n-train", type=int, default=200, help="training images (default: 200)")
     parser.add_argument("--n-test", type=int, default=100, help="test images (default: 100)")
     parser.add_argument(
@@ -147,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> None:
     m = args.m or []
     checks = [
-        (args.out >= 1, f"--out must be at least 1; got {args.out}"),
+        (args.outputs >= 1, f"--outputs must be at least 1; got {args.outputs}"),
         (args.width is None or args.width >= 1, f"--width must be at least 1; got {args.width}"),
         (args.n_train >= 1, f"--n-train must be at least 1; got {args.n_train}"),
         (args.n_test >= 1, f"--n-test must be at least 1; got {args.n_test}"),
@@ -157,17 +162,20 @@ def _validate(args: argparse.Namespace) -> None:
         ),
         (all(v >= 1 for v in m), f"--m must be at least 1; got {m}"),
         (
-            -args.out <= args.logit < args.out,
-            f"--logit must be in [-O, O) = [{-args.out}, {args.out}); got {args.logit}",
+            -args.outputs <= args.logit < args.outputs,
+            f"--logit must be in [-O, O) = [{-args.outputs}, {args.outputs}); got {args.logit}",
         ),
         (math.isfinite(args.ridge) and args.ridge >= 0, f"--ridge must be >= 0; got {args.ridge}"),
         (args.top_k is None or args.top_k >= 1, f"--top-k must be at least 1; got {args.top_k}"),
         (
-            args.top_k is None or args.top_k <= args.n_train * args.out,
-            f"--top-k must be at most n_train·O = {args.n_train * args.out}; got {args.top_k}",
+            args.top_k is None or args.top_k <= args.n_train * args.outputs,
+            f"--top-k must be at most n_train·O = {args.n_train * args.outputs}; got {args.top_k}",
         ),
         (args.repeats >= 1, f"--repeats must be at least 1; got {args.repeats}"),
-        (args.time_budget > 0, f"--time-budget must be positive; got {args.time_budget}"),
+        (
+            math.isfinite(args.time_budget) and args.time_budget > 0,
+            f"--time-budget must be a finite number of seconds > 0; got {args.time_budget}",
+        ),
         (args.seed >= 0, f"--seed must be >= 0; got {args.seed}"),
         (
             ":" in args.model or args.model in ZOO_WIDTHS,
@@ -185,7 +193,7 @@ class Setup:
 
     model: str
     width: int | None
-    out: int
+    outputs: int
     n_train: int
     n_test: int
     specs: tuple[tuple[str, dict[str, int]], ...] = ()  # (approximation, options), the eNTK first
@@ -203,7 +211,7 @@ class Setup:
         specs = [("entk", {})]
         for name in dict.fromkeys(args.approximations):  # in order, once each
             if name == "projection":
-                ms = dict.fromkeys(args.m or [1, args.out])
+                ms = dict.fromkeys(args.m or [1, args.outputs])
                 specs += [("projection", {"m": m, "seed": args.seed}) for m in ms]
             elif name == "single_logit":
                 specs.append(("single_logit", {"logit": args.logit}))
@@ -212,12 +220,12 @@ class Setup:
         return cls(
             model=args.model,
             width=width,
-            out=args.out,
+            outputs=args.outputs,
             n_train=args.n_train,
             n_test=args.n_test,
             specs=tuple(specs),
             ridge=args.ridge,
-            top_k=min(args.top_k or 2 * args.out, args.n_train * args.out),
+            top_k=min(args.top_k or 2 * args.outputs, args.n_train * args.outputs),
             implementation=args.implementation,
             vmap_axes=None if args.no_vmap else 0,
             repeats=args.repeats,
@@ -228,10 +236,11 @@ class Setup:
     def describe(self) -> str:
         width = "" if self.width is None else f", width {self.width}"
         return (
-            f"eNTK approximations: model {self.model}{width}, O={self.out}, digits n_train={self.n_train}, "
-            f"n_test={self.n_test}, at init (seed {self.seed}); ridge {self.ridge:g} × mean diagonal; "
-            f"top-k={self.top_k}; implementation {self.implementation}; time: median of up to {self.repeats} "
-            f"runs ({self.time_budget:g} s budget each)."
+            f"eNTK approximations: model {self.model}{width}, O={self.outputs}, digits "
+            f"n_train={self.n_train}, n_test={self.n_test}, at init (seed {self.seed}); "
+            f"ridge {self.ridge:g} × mean diagonal; top-k={self.top_k}; implementation "
+            f"{self.implementation}; time: median of up to {self.repeats} runs "
+            f"({self.time_budget:g} s budget each)."
         )
 
 
@@ -241,12 +250,12 @@ def label(name: str, options: dict[str, int]) -> str:
     return name if not shown else f"{name} ({', '.join(f'{k}={v}' for k, v in shown.items())})"
 
 
-def load_model(model: str, width: int | None, out: int) -> tuple[Any, Any]:
+def load_model(model: str, width: int | None, outputs: int) -> tuple[Any, Any]:
     """``(init_fn, apply_fn)`` of a zoo model or of ``MODULE:FUNCTION`` (see the module docstring)."""
     from nt_pntk._src.experiments import models
 
     if ":" not in model:
-        m = models.get_model(model, width=width, outputs=out)
+        m = models.get_model(model, width=width, outputs=outputs)
         return m.init_fn, m.apply_fn
     module_name, _, function_name = model.partition(":")
     if os.getcwd() not in sys.path:
@@ -255,7 +264,8 @@ def load_model(model: str, width: int | None, out: int) -> tuple[Any, Any]:
         function = getattr(importlib.import_module(module_name), function_name)
     except (ImportError, AttributeError) as e:
         raise UsageError(f"--model {model!r}: cannot load {function_name!r}: {e}") from None
-    built = function(out=out) if width is None else function(out=out, width=width)
+    options = {} if width is None else {"width": width}
+    built = function(**{_outputs_keyword(function, model): outputs}, **options)
     if hasattr(built, "init_fn") and hasattr(built, "apply_fn"):
         return built.init_fn, built.apply_fn
     if isinstance(built, (tuple, list)) and len(built) >= 2 and all(map(callable, built[:2])):
@@ -264,6 +274,22 @@ def load_model(model: str, width: int | None, out: int) -> tuple[Any, Any]:
         f"--model {model!r} returned {type(built).__name__}; it must return "
         "(init_fn, apply_fn, ...) as stax.serial does, or an object with init_fn and apply_fn."
     )
+
+
+def _outputs_keyword(function: Any, model: str) -> str:
+    """``'outputs'``, or ``'out'`` (the older name, with a warning) for a FUNCTION that takes only that."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):  # no signature to read: the current name
+        return "outputs"
+    if "outputs" not in parameters and "out" in parameters:
+        warn_deprecated(
+            "nt-pntk compare",
+            f"--model {model}: calling FUNCTION(out=O) is deprecated",
+            "name its parameter `outputs`",
+        )
+        return "out"
+    return "outputs"
 
 
 def _inputs(setup: Setup) -> tuple[Any, ...]:
@@ -275,16 +301,14 @@ def _inputs(setup: Setup) -> tuple[Any, ...]:
 
     x_train, y_train, x_test, y_test = data.digits_split(setup.n_train, setup.n_test, seed=setup.seed)
     x_all = jnp.asarray(np.concatenate([x_train, x_test]))
-    init_fn, apply_fn = load_model(setup.model, setup.width, setup.out)
+    init_fn, apply_fn = load_model(setup.model, setup.width, setup.outputs)
     # One compiled init instead of one dispatch (and compile) per layer's random draw.
     params = jax.jit(lambda key: init_fn(key, x_all.shape)[1])(jax.random.PRNGKey(setup.seed))
     return apply_fn, params, x_all, y_train, y_test
 
 
-def measure(setup: Setup, name: str, options: dict[str, int], apply_fn, params, x) -> dict[str, Any]:
+def measure_kernel(setup: Setup, name: str, options: dict[str, int], apply_fn, params, x) -> dict[str, Any]:
     """Compiles and times approximation ``name`` on ``x`` (x2 = x1); returns its value and costs."""
-    import jax
-
     from nt_pntk._src.kernels import approximations
 
     kernel_fn = approximations.approximation_fn(
@@ -294,24 +318,16 @@ def measure(setup: Setup, name: str, options: dict[str, int], apply_fn, params, 
         implementation=setup.implementation,
         **options,
     )
-    t0 = time.perf_counter()
-    compiled = jax.jit(lambda x1, p: kernel_fn(x1, None, p)).lower(x, params).compile()
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    value = jax.block_until_ready(compiled(x, params))  # warm-up
-    warmup_s = time.perf_counter() - t0
-    runs = min(setup.repeats, max(1, int(setup.time_budget // max(warmup_s, 1e-9))))
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        value = jax.block_until_ready(compiled(x, params))
-        times.append(time.perf_counter() - t0)
-    temp = _temp_bytes(compiled)
+    compiled, compile_s = measure.compile_timed(lambda x1, p: kernel_fn(x1, None, p), x, params)
+    timing, value = measure.time_calls(
+        compiled, x, params, repeats=setup.repeats, time_budget=setup.time_budget, compile_s=compile_s
+    )
+    temp = measure.temp_bytes(compiled)
     return dict(
         value=np.asarray(value, np.float64),
-        time_s=statistics.median(times) if times else math.nan,
-        runs=len(times),
-        compile_s=compile_s,
+        time_s=timing.median_s,
+        runs=timing.runs,
+        compile_s=timing.compile_s,
         temp_mib=math.nan if temp is None else temp / MIB,
     )
 
@@ -322,11 +338,11 @@ def compare(setup: Setup, *, rss: bool = False) -> list[dict[str, Any]]:
     from nt_pntk._src.kernels import approximations, regression, spectra
 
     apply_fn, params, x_all, labels_train, labels_test = _inputs(setup)
-    n, out = setup.n_train, setup.out
-    targets = data.centred_one_hot(labels_train % out, out)
+    n, outputs = setup.n_train, setup.outputs
+    targets = data.centred_one_hot(labels_train % outputs, outputs)
     rows, reference = [], None
     for name, options in setup.specs:
-        result = measure(setup, name, options, apply_fn, params, x_all)
+        result = measure_kernel(setup, name, options, apply_fn, params, x_all)
         k = result.pop("value")
         f = regression.predict(k[:n, :n], targets, k[n:, :n], ridge=setup.ridge)
         if reference is None:  # the eNTK
@@ -335,9 +351,9 @@ def compare(setup: Setup, *, rss: bool = False) -> list[dict[str, Any]]:
         rows.append(
             dict(
                 approximation=label(name, options),
-                jac_rows=approximations.jacobian_rows(name, out, **options),
-                rel_err=approximations.relative_error(reference["entk"], k),
-                test_acc=float(np.mean(np.argmax(f, axis=1) == labels_test % out)),
+                jac_rows=approximations.jacobian_rows(name, outputs, **options),
+                rel_err=numerics.entk_relative_error(reference["entk"], k),
+                test_acc=float(np.mean(np.argmax(f, axis=1) == labels_test % outputs)),
                 pred_gap=float(np.linalg.norm(f - reference["f"]) / np.linalg.norm(reference["f"])),
                 err_lmax=errors.lambda_max,
                 err_cond=errors.condition_number,
@@ -393,42 +409,17 @@ def peak_rss_in_subprocess(setup: Setup, name: str, options: dict[str, int]) -> 
 
 
 def _worker(spec: dict[str, Any]) -> dict[str, float]:
-    """Computes one kernel once (compile + run) in this fresh process; its peak RSS increase."""
+    """Computes one kernel (compile, warm-up, one timed call) in this fresh process; its peak RSS increase."""
     import jax
 
     if spec["cwd"] not in sys.path:
         sys.path.insert(0, spec["cwd"])
-    setup = Setup(**{**spec["setup"], "specs": (), "repeats": 0})
+    setup = Setup(**{**spec["setup"], "specs": (), "repeats": 1})
     apply_fn, params, x_all, _, _ = _inputs(setup)
     jax.block_until_ready((x_all, params))
-    baseline = _peak_rss_bytes()
-    measure(setup, spec["name"], spec["options"], apply_fn, params, x_all)
-    return {"rss_mib": (_peak_rss_bytes() - baseline) / MIB}
-
-
-def _temp_bytes(compiled: Any) -> int | None:
-    try:
-        analysis = compiled.memory_analysis()
-    except Exception:  # not every backend implements it
-        return None
-    if isinstance(analysis, (list, tuple)):
-        analysis = analysis[0] if analysis else None
-    return getattr(analysis, "temp_size_in_bytes", None)
-
-
-def _peak_rss_bytes() -> int:
-    """This process's peak RSS (``VmHWM``: its own, unlike ``ru_maxrss``, which a child inherits)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
+    baseline = measure.peak_rss_bytes()
+    measure_kernel(setup, spec["name"], spec["options"], apply_fn, params, x_all)
+    return {"rss_mib": (measure.peak_rss_bytes() - baseline) / MIB}
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ that kernel, so its peak RSS is that kernel's alone. Reported: compile time
 ``--repeats`` calls after one warm-up call (fewer when one call takes longer than
 ``--time-budget`` allows), the process's peak RSS and its increase over the
 baseline after imports, data and parameters, and XLA's temp bytes
-(``compiled.memory_analysis().temp_size_in_bytes``). A kernel whose temp bytes
-exceed ``--max-temp-gib`` is compiled but not run.
+(``compiled.memory_analysis().temp_size_in_bytes``), all by `nt_pntk._src.measure`.
+A kernel whose temp bytes exceed ``--max-temp-gib`` is compiled but not run.
 
 Then the relative Frobenius errors ``||eNTK - pNTK (x) I_O|| / ||eNTK||`` and, for
 comparison, of NT's trace approximation ``(1/O) sum_o eNTK_oo`` (NT's default
@@ -26,13 +26,10 @@ less peak RSS and >= O times fewer XLA temp bytes.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import math
 import os
 import platform
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,10 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from nt_pntk.cli import UsageError
+from nt_pntk._src import measure, numerics
+from nt_pntk.cli import UsageError, add_deprecated_alias, installed_version
 
 KERNELS = ("eNTK", "pNTK")
-DEFAULT_OUTS = (10, 100)
+DEFAULT_OUTPUTS = (10, 100)
 DEFAULT_IMPLEMENTATIONS = (1, 2, 3)
 MIB = 2.0**20
 
@@ -53,12 +51,13 @@ MIB = 2.0**20
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=64, help="number of digits images N (default: 64)")
     parser.add_argument(
-        "--outs",
+        "--outputs",
         type=int,
         nargs="+",
-        default=list(DEFAULT_OUTS),
+        default=list(DEFAULT_OUTPUTS),
         help="numbers of outputs O (default: 10 100)",
     )
+    add_deprecated_alias(parser, "--outs", "--outputs", type=int, nargs="+")
     parser.add_argument("--width", type=int, default=32, help="CNN channels (default: 32)")
     parser.add_argument(
         "--implementations",
@@ -89,7 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: half the physical memory)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the data subset and parameters")
-    parser.add_argument("--out", type=Path, default=None, help="also save the measurements as this CSV file")
+    parser.add_argument("--csv", type=Path, default=None, help="also save the measurements as this CSV file")
+    add_deprecated_alias(parser, "--out", "--csv", type=Path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,26 +97,26 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     _validate(args)
-    max_temp_bytes = (
-        int(args.max_temp_gib * 2**30) if args.max_temp_gib is not None else _physical_memory_bytes() // 2
-    )
+    memory = measure.physical_memory_bytes()
+    max_temp_bytes = int(args.max_temp_gib * 2**30) if args.max_temp_gib is not None else memory // 2
     print(
         f"eNTK vs pNTK: CNN (3 conv layers, width {args.width}) at init, N={args.n} digits images, "
-        f"O in {args.outs}, implementations {args.implementations}; each measurement in its own process; "
-        f"kernels with XLA temp > {max_temp_bytes / 2**30:.1f} GiB are compiled but not run.\n"
-        f"JAX {_version('jax')}, jaxlib {_version('jaxlib')}, neural-tangents {_version('neural-tangents')}, "
-        f"{platform.machine()}, {os.cpu_count()} CPUs, {_physical_memory_bytes() / 2**30:.0f} GiB memory.",
+        f"O in {args.outputs}, implementations {args.implementations}; each measurement in its own "
+        f"process; kernels with XLA temp > {max_temp_bytes / 2**30:.1f} GiB are compiled but not run.\n"
+        f"JAX {installed_version('jax')}, jaxlib {installed_version('jaxlib')}, neural-tangents "
+        f"{installed_version('neural-tangents')}, {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{memory / 2**30:.0f} GiB memory.",
         flush=True,
     )
     start = time.perf_counter()
     rows, errors = [], []
-    specs = [(o, k, i) for o in args.outs for k in KERNELS for i in args.implementations]
+    specs = [(o, k, i) for o in args.outputs for k in KERNELS for i in args.implementations]
     with tempfile.TemporaryDirectory(prefix="nt-pntk-demo-") as tmp:
         references: dict[tuple[int, str], np.ndarray] = {}
-        for out, kernel, implementation in tqdm(specs, desc="measurements", unit="kernel", disable=None):
+        for outputs, kernel, implementation in tqdm(specs, desc="measurements", unit="kernel", disable=None):
             spec = dict(
                 kernel=kernel,
-                out=out,
+                outputs=outputs,
                 implementation=implementation,
                 n=args.n,
                 width=args.width,
@@ -133,33 +133,38 @@ def run(args: argparse.Namespace) -> int:
             if row["status"] == "ok":
                 value = np.load(spec["kernel_path"])
                 os.remove(spec["kernel_path"])
-                if (out, kernel) in references:
-                    row["rel_diff_vs_first_impl"] = relative_error(references[(out, kernel)], value)
+                if (outputs, kernel) in references:
+                    first = references[(outputs, kernel)]
+                    row["rel_diff_vs_first_impl"] = numerics.relative_error(first, value)
                 else:
-                    references[(out, kernel)] = value
+                    references[(outputs, kernel)] = value
                     row["rel_diff_vs_first_impl"] = 0.0
             rows.append(row)
-        for out in args.outs:
-            entk, pntk = references.pop((out, "eNTK"), None), references.pop((out, "pNTK"), None)
-            errors.append(approximation_errors(entk, pntk, out))
+        for outputs in args.outputs:
+            entk = references.pop((outputs, "eNTK"), None)
+            pntk = references.pop((outputs, "pNTK"), None)
+            errors.append(approximation_errors(entk, pntk, outputs))
     table = pd.DataFrame(rows)
-    summaries = [summarize(table[table["out"] == out], out) for out in args.outs]
-    print(format_report(table, errors, summaries, args.outs))
+    summaries = [summarize(table[table["outputs"] == o], o) for o in args.outputs]
+    print(format_report(table, errors, summaries, args.outputs))
     print(f"\nTotal wall time: {time.perf_counter() - start:.0f} s", flush=True)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out, index=False)
-        print(f"Saved the measurements to {args.out}")
+    if args.csv is not None:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.csv, index=False)
+        print(f"Saved the measurements to {args.csv}")
     return 0
 
 
 def _validate(args: argparse.Namespace) -> None:
     checks = [
         (1 <= args.n <= 1797, f"--n must be between 1 and 1797 (the digits); got {args.n}"),
-        (all(o >= 1 for o in args.outs), f"--outs must be positive; got {args.outs}"),
+        (all(o >= 1 for o in args.outputs), f"--outputs must be positive; got {args.outputs}"),
         (args.width >= 1, f"--width must be positive; got {args.width}"),
         (args.repeats >= 1, f"--repeats must be at least 1; got {args.repeats}"),
-        (args.time_budget > 0, f"--time-budget must be positive; got {args.time_budget}"),
+        (
+            math.isfinite(args.time_budget) and args.time_budget > 0,
+            f"--time-budget must be a finite number of seconds > 0; got {args.time_budget}",
+        ),
         (
             args.max_temp_gib is None or args.max_temp_gib > 0,
             f"--max-temp-gib must be positive; got {args.max_temp_gib}",
@@ -170,26 +175,12 @@ def _validate(args: argparse.Namespace) -> None:
             raise UsageError(message)
 
 
-def _version(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
-
-
-def _physical_memory_bytes() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 16 * 2**30
-
-
 # --- The worker: one kernel, one O, one implementation, in its own process. ---
 
 
 def _run_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """Runs `measure(spec)` in a fresh Python process; returns its result row."""
-    row = {k: spec[k] for k in ("out", "kernel", "implementation")}
+    """Runs `measure_kernel(spec)` in a fresh Python process; returns its result row."""
+    row = {k: spec[k] for k in ("outputs", "kernel", "implementation")}
     command = [sys.executable, "-m", "nt_pntk.cli.demo", "--worker", json.dumps(spec)]
     proc = subprocess.run(command, capture_output=True, text=True, check=False)
     if proc.returncode != 0 or not Path(spec["result_path"]).exists():
@@ -200,7 +191,7 @@ def _run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     return {**row, **result}
 
 
-def measure(spec: dict[str, Any]) -> dict[str, Any]:
+def measure_kernel(spec: dict[str, Any]) -> dict[str, Any]:
     """Measures one kernel in this process (meant to be a fresh one); see the module docstring.
 
     Saves the kernel to ``spec["kernel_path"]`` when it ran, and returns the
@@ -214,10 +205,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     from nt_pntk._src.experiments import data, models
 
     x = jnp.asarray(data.digits_split(spec["n"], 0, seed=spec["seed"])[0])
-    model = models.get_model("cnn", width=spec["width"], outputs=spec["out"])
+    model = models.get_model("cnn", width=spec["width"], outputs=spec["outputs"])
     _, params = model.init_fn(jax.random.PRNGKey(spec["seed"]), x.shape)
     jax.block_until_ready((x, params))
-    baseline = _peak_rss_bytes()
+    baseline = measure.peak_rss_bytes()
 
     if spec["kernel"] == "eNTK":
         kernel_fn = nt.empirical_ntk_fn(
@@ -228,12 +219,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             model.apply_fn, vmap_axes=0, implementation=spec["implementation"]
         )
     else:
-        raise ValueError(f"unknown kernel {spec['kernel']!r}; expected one of {KERNELS}")
+        raise ValueError(f"`kernel` must be one of {KERNELS}; got {spec['kernel']!r}")
 
-    t0 = time.perf_counter()
-    compiled = jax.jit(lambda x1, p: kernel_fn(x1, None, p)).lower(x, params).compile()
-    compile_s = time.perf_counter() - t0
-    temp_bytes = _temp_bytes(compiled)
+    compiled, compile_s = measure.compile_timed(lambda x1, p: kernel_fn(x1, None, p), x, params)
+    temp_bytes = measure.temp_bytes(compiled)
     result: dict[str, Any] = dict(
         status="ok",
         time_s=math.nan,
@@ -248,21 +237,15 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         result["status"] = f"not run: XLA temp {temp_bytes / 2**30:.1f} GiB > budget"
         return result
 
-    t0 = time.perf_counter()
-    value = jax.block_until_ready(compiled(x, params))  # warm-up
-    warmup_s = time.perf_counter() - t0
-    runs = max(1, min(spec["repeats"], int(spec["time_budget"] // max(warmup_s, 1e-9))))
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        value = jax.block_until_ready(compiled(x, params))
-        times.append(time.perf_counter() - t0)
-    peak = _peak_rss_bytes()
+    timing, value = measure.time_calls(
+        compiled, x, params, repeats=spec["repeats"], time_budget=spec["time_budget"]
+    )
+    peak = measure.peak_rss_bytes()
     value = np.asarray(value)
     np.save(spec["kernel_path"], value)
     result.update(
-        time_s=statistics.median(times),
-        runs=runs,
+        time_s=timing.median_s,
+        runs=timing.runs,
         peak_rss_mib=peak / MIB,
         rss_increase_mib=(peak - baseline) / MIB,
         shape="x".join(map(str, value.shape)),
@@ -270,90 +253,54 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _temp_bytes(compiled: Any) -> int | None:
-    try:
-        analysis = compiled.memory_analysis()
-    except Exception:  # not every backend or JAX version implements it
-        return None
-    if isinstance(analysis, (list, tuple)):  # one per device on some JAX versions
-        analysis = analysis[0] if analysis else None
-    return getattr(analysis, "temp_size_in_bytes", None)
-
-
-def _peak_rss_bytes() -> int:
-    """This process's peak resident set size in bytes.
-
-    On Linux, ``getrusage``'s ``ru_maxrss`` survives ``fork`` + ``execve``: a
-    worker would report its parent's peak if that were higher (the parent holds
-    the O=100 eNTK for the error computation). ``VmHWM`` in ``/proc/self/status``
-    is the peak of this process's own address space, so it is used when present.
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024  # kB
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
-
-
 # --- Errors, summary and report. ---
 
 
-def relative_error(reference: np.ndarray, approximation: np.ndarray) -> float:
-    """``||reference - approximation||_F / ||reference||_F`` in float64."""
-    reference = np.asarray(reference, np.float64)
-    return float(np.linalg.norm(reference - approximation) / np.linalg.norm(reference))
-
-
-def approximation_errors(entk: np.ndarray | None, pntk: np.ndarray | None, out: int) -> dict[str, float]:
+def approximation_errors(entk: np.ndarray | None, pntk: np.ndarray | None, outputs: int) -> dict[str, float]:
     """Relative Frobenius errors of pNTK ⊗ I_O and of NT's trace ⊗ I_O against the eNTK.
 
     Args:
       entk: the full eNTK, shape ``(N, N, O, O)`` (NT's layout for ``trace_axes=()``).
       pntk: the pNTK, shape ``(N, N)``.
-      out: O.
+      outputs: O.
 
     Returns:
-      ``{"out", "pntk_rel_error", "trace_rel_error"}``; NaN where a kernel is missing.
+      ``{"outputs", "pntk_rel_error", "trace_rel_error"}``; NaN where a kernel is missing.
+
+    Raises:
+      ValueError: an eNTK whose shape is not ``(N, N, O, O)``.
     """
-    nan = dict(out=out, pntk_rel_error=math.nan, trace_rel_error=math.nan)
+    errors = dict(outputs=outputs, pntk_rel_error=math.nan, trace_rel_error=math.nan)
     if entk is None:
-        return nan
+        return errors
     entk = np.asarray(entk, np.float64)
-    n1, n2 = entk.shape[:2]
-    if entk.shape != (n1, n2, out, out):
-        raise ValueError(f"the eNTK must have shape (N, N, {out}, {out}); got {entk.shape}")
-    eye = np.eye(out)
+    if entk.ndim != 4 or entk.shape[2:] != (outputs, outputs):
+        raise ValueError(f"`entk` must have shape (N, N, {outputs}, {outputs}); got {entk.shape}")
     # NT's trace_axes=(-1,) kernel: (1/O) Σ_o Θ_oo.
-    trace = np.einsum("ijoo->ij", entk) / out
-    errors = dict(out=out, trace_rel_error=relative_error(entk, trace[:, :, None, None] * eye))
-    errors["pntk_rel_error"] = (
-        math.nan if pntk is None else relative_error(entk, np.asarray(pntk)[:, :, None, None] * eye)
-    )
+    errors["trace_rel_error"] = numerics.entk_relative_error(entk, np.einsum("ijoo->ij", entk) / outputs)
+    if pntk is not None:
+        errors["pntk_rel_error"] = numerics.entk_relative_error(entk, pntk)
     return errors
 
 
-def summarize(table: Any, out: int) -> dict[str, Any]:
+def summarize(table: Any, outputs: int) -> dict[str, Any]:
     """Best (fastest) eNTK against best pNTK for one O, with the goals' PASS/FAIL.
 
     Args:
-      table: the measurement rows for this O (a DataFrame with the columns of `measure`).
-      out: O.
+      table: the measurement rows for this O (a DataFrame with the columns of `measure_kernel`).
+      outputs: O.
     """
     best = {}
     for kernel in KERNELS:
         ran = table[(table["kernel"] == kernel) & (table["status"] == "ok")]
         best[kernel] = None if ran.empty else ran.loc[ran["time_s"].idxmin()]
-    summary: dict[str, Any] = dict(out=out, best=best, goals=[])
+    summary: dict[str, Any] = dict(outputs=outputs, best=best, goals=[])
     e, p = best["eNTK"], best["pNTK"]
     goals = [
-        ("speed (time)", "time_s", out / 2, "O/2"),
-        ("peak RSS (whole process)", "peak_rss_mib", out / 4, "O/4"),
-        ("peak RSS (increase over baseline)", "rss_increase_mib", out / 4, "O/4"),
-        ("XLA temp bytes", "temp_mib", out, "O"),
+        ("speed (time)", "time_s", outputs / 2, "O/2"),
+        ("peak RSS (whole process)", "peak_rss_mib", outputs / 4, "O/4"),
+        ("peak RSS (increase over baseline)", "rss_increase_mib", outputs / 4, "O/4"),
+        ("XLA temp bytes", "temp_mib", outputs, "O"),
     ]
     ran = table[table["status"] == "ok"]
     for name, column, target, target_name in goals:
@@ -384,7 +331,7 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else (math.inf if num > 0 else math.nan)
 
 
-def format_report(table: Any, errors: list[dict], summaries: list[dict], outs: list[int]) -> str:
+def format_report(table: Any, errors: list[dict], summaries: list[dict], outputs: list[int]) -> str:
     """The printed report: one table per O, the errors, and the summary with the goals."""
     columns = {
         "kernel": "kernel",
@@ -408,9 +355,9 @@ def format_report(table: Any, errors: list[dict], summaries: list[dict], outs: l
         "rel. diff vs first impl": "{:.1e}".format,
     }
     lines = []
-    for out, err, summary in zip(outs, errors, summaries, strict=True):
-        part = table[table["out"] == out].reindex(columns=list(columns)).rename(columns=columns)
-        lines += ["", f"=== O = {out} ===", part.to_string(index=False, formatters=formatters, na_rep="-")]
+    for o, err, summary in zip(outputs, errors, summaries, strict=True):
+        part = table[table["outputs"] == o].reindex(columns=list(columns)).rename(columns=columns)
+        lines += ["", f"=== O = {o} ===", part.to_string(index=False, formatters=formatters, na_rep="-")]
         lines += [
             "",
             f"relative Frobenius error vs the eNTK:  pNTK ⊗ I_O: {err['pntk_rel_error']:.4f}   "
@@ -440,7 +387,7 @@ def _worker_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m nt_pntk.cli.demo")
     parser.add_argument("--worker", required=True, help="JSON spec of one measurement")
     spec = json.loads(parser.parse_args(argv).worker)
-    result = measure(spec)
+    result = measure_kernel(spec)
     Path(spec["result_path"]).write_text(json.dumps(result))
     return 0
 

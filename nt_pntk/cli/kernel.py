@@ -1,6 +1,6 @@
-"""A network's pNTK (or eNTK) on a dataset with `nt_pntk.tiled.kernel_matrix`: tiled, to disk, resumable.
+"""A network's pNTK (or NT's trace kernel) on a dataset with `nt_pntk.tiled.kernel_matrix`: resumable.
 
-The network is a zoo model (``--model fc --width 512 --out-dim 10``) or your own
+The network is a zoo model (``--model fc --width 512 --outputs 10``) or your own
 ``--function module:function`` returning ``(init_fn, apply_fn)`` (a stax triple
 works too); its parameters are ``init_fn(PRNGKey(--seed), ...)``. The inputs are
 a ``.npy`` file of examples along axis 0 (``--input``), or the digits
@@ -29,9 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from nt_pntk.cli import UsageError
+from nt_pntk.cli import UsageError, add_deprecated_alias, warn_deprecated
 
 DIGITS = 1797
+KERNELS = ("pntk", "trace")
+#: Kernel names of earlier releases, accepted with a warning: ``ntk`` was NT's eNTK traced over the outputs.
+DEPRECATED_KERNELS = {"ntk": "trace"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--depth", type=int, default=None, help="the zoo model's depth option (default: its own)"
     )
-    model.add_argument("--out-dim", type=int, default=10, help="number of outputs O (default: 10)")
+    model.add_argument("--outputs", type=int, default=10, help="number of outputs O (default: 10)")
+    add_deprecated_alias(model, "--out-dim", "--outputs", type=int)
     model.add_argument(
         "--function",
         default=None,
@@ -51,9 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument(
         "--kernel",
-        choices=("pntk", "ntk"),
+        type=_kernel_name,
+        choices=KERNELS,
         default="pntk",
-        help="pntk: the pseudo-NTK; ntk: NT's eNTK traced over the outputs (default: pntk)",
+        help="pntk: the pseudo-NTK, (1/O) Σ_{o,o'} Θ_oo' (one Jacobian row per input); trace: NT's "
+        "eNTK traced over the outputs, (1/O) Σ_o Θ_oo (O rows per input) (default: pntk)",
     )
     data = parser.add_argument_group("data")
     data.add_argument("--input", type=Path, default=None, help="a .npy file of examples along axis 0")
@@ -76,14 +82,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _kernel_name(value: str) -> str:
+    """``--kernel``'s value, a deprecated name replaced by its successor (with a warning)."""
+    if value in DEPRECATED_KERNELS:
+        new = DEPRECATED_KERNELS[value]
+        warn_deprecated("nt-pntk kernel", f"--kernel {value} is deprecated", f"use --kernel {new}")
+        return new
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
-    import jax
-
-    from nt_pntk._src.kernels import approximations
-    from nt_pntk._src.tiled import kernel_matrix as tiled
-
+    # The arguments are checked before JAX is imported: a usage error costs no start-up.
     check_output(args.output)
     x = load_inputs(args.input, args.n, args.seed)
+
+    import jax
+
+    from nt_pntk import tiled
+    from nt_pntk._src.kernels import approximations
+
     init_fn, apply_fn, name = load_network(args)
     if not args.function:
         check_input_rank(args.model, x.shape)
@@ -211,11 +228,11 @@ def load_network(args: argparse.Namespace) -> tuple:
 
     options = {} if args.depth is None else {"depth": args.depth}
     try:
-        model = models.get_model(args.model, width=args.width, outputs=args.out_dim, **options)
+        model = models.get_model(args.model, width=args.width, outputs=args.outputs, **options)
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from e
     depth = f", depth {args.depth}" if args.depth is not None else ""
-    return model.init_fn, model.apply_fn, f"{args.model} (width {args.width}{depth}, {args.out_dim} outputs)"
+    return model.init_fn, model.apply_fn, f"{args.model} (width {args.width}{depth}, {args.outputs} outputs)"
 
 
 def load_function(spec: str) -> tuple:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from nt_pntk._src.experiments.validation import config, fits, report, sweep
+from nt_pntk.cli import add_deprecated_alias
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,18 +15,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="'quick' (< 5 min on 2 cores), 'paper' (hours), 'ci' (a minute; the test suite's), "
         "or a path to a TOML file (copy one of those to start).",
     )
-    parser.add_argument("--out", default="runs/validate-quick", help="output directory; rerun to resume")
+    parser.add_argument("--output", default="runs/validate-quick", help="output directory; rerun to resume")
+    add_deprecated_alias(parser, "--out", "--output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    from nt_pntk._src.experiments.validation import config, fits, report, sweep
+
     # A bad configuration raises `config.ConfigError` (exit code 2) before anything is written;
-    # a bad `--out` raises `sweep.OutDirError` (exit code 2) before anything is computed.
+    # a bad `--output` raises `sweep.OutDirError` (exit code 2) before anything is computed.
     cfg = config.load(args.config)
     start = time.perf_counter()
-    table = sweep.run_sweep(cfg, args.out, progress=not args.no_progress)
+    table = sweep.run_sweep(cfg, args.output, progress=not args.no_progress)
     slopes = fits.fit_slopes(table, bootstrap=cfg.bootstrap, band=cfg.slope_band)
-    path = report.write_report(table, slopes, args.out, config_name=cfg.name)
+    path = report.write_report(table, slopes, args.output, config_name=cfg.name)
     print(report.slope_table(slopes))
     print(f"\n{len(table)} rows in {time.perf_counter() - start:.0f} s; report: {path}")
     return 0

@@ -3,6 +3,13 @@
 ``nt-pntk figure1`` runs it.
 """
 
-from nt_pntk._src.experiments.figure1 import measure, plot
+from nt_pntk._src.experiments.figure1 import (
+    DEFAULT_DEPTHS,
+    DEFAULT_OUTPUTS,
+    FULL_SIZE,
+    REDUCED,
+    measure,
+    plot,
+)
 
-__all__ = ["measure", "plot"]
+__all__ = ["DEFAULT_DEPTHS", "DEFAULT_OUTPUTS", "FULL_SIZE", "REDUCED", "measure", "plot"]

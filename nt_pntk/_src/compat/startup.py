@@ -13,6 +13,8 @@ file that imports it at interpreter start, calls `activate` the moment
 
 from __future__ import annotations
 
+import sys
+
 from nt_pntk._src.compat import nt_hook, xla_cpu
 
 
@@ -20,3 +22,6 @@ def activate() -> None:
     """Applies the XLA workaround where needed and installs NT's import hook (idempotent)."""
     xla_cpu.apply()
     nt_hook.install()
+    # The startup finder has nothing left to wait for (nt_hook's finder now comes first).
+    for finder in [f for f in sys.meta_path if type(f).__name__ == "_ActivateOnNeuralTangents"]:
+        sys.meta_path.remove(finder)

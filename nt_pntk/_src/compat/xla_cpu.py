@@ -90,7 +90,7 @@ def apply() -> str:
         _status = "too late"
         warnings.warn(
             f"jaxlib {version}'s CPU compiler computes some kernels wrongly under jax.jit (YNNPACK "
-            "fusions; see nt_pntk._xla_cpu). nt_pntk switches these fusions off by setting XLA_FLAGS, "
+            "fusions; see nt_pntk.compat). nt_pntk switches these fusions off by setting XLA_FLAGS, "
             "but JAX had already started its CPU backend when nt_pntk (or neural_tangents) was "
             "imported. Import nt_pntk before running any JAX computation, or start Python with "
             f"XLA_FLAGS='{FLAG}='.",
@@ -109,10 +109,10 @@ def status() -> str:
 
 
 def describe() -> str | None:
-    """A line for `nt_pntk._nt_compat.applied_patches`, or None when nothing was done."""
+    """The reason line of `nt_pntk.compat.applied_patches` for the flag, or None when it was not set."""
     if _status == "applied":
         return (
-            f"XLA: `{FLAG}=` added to XLA_FLAGS: jaxlib 0.10.2's YNNPACK fusions return wrong "
-            "numbers under jit (e.g. the pNTK with STRUCTURED_DERIVATIVES)."
+            f"`{FLAG}=` added to XLA_FLAGS: jaxlib 0.10.2's YNNPACK fusions return wrong numbers "
+            "under jit (e.g. the pNTK with STRUCTURED_DERIVATIVES)."
         )
     return None

@@ -462,9 +462,13 @@ def approximation(name: ApproximationName, **options: int) -> Approximation:
 
     Raises:
       ValueError: an unknown ``name``.
-      TypeError: an option that ``name`` does not take.
+      TypeError: a ``name`` that is not a string; an option that ``name`` does not take.
     """
-    cls = APPROXIMATIONS.get(name) if isinstance(name, str) else None
+    if not isinstance(name, str):
+        raise TypeError(
+            f"`name` must be one of {APPROXIMATION_NAMES}; got {name!r} of type {type(name).__name__}."
+        )
+    cls = APPROXIMATIONS.get(name)
     if cls is None:
         raise ValueError(f"`name` must be one of {APPROXIMATION_NAMES}; got {name!r}.")
     takes = [field.name for field in dataclasses.fields(cls)]

@@ -51,7 +51,7 @@ import jax
 import numpy as np
 
 from nt_pntk._src import checks as _checks
-from nt_pntk._src.kernels.approximations import EmpiricalKernelFn
+from nt_pntk._src.kernels.approximations import EmpiricalKernelFn, FullENTK
 from nt_pntk._src.kernels.features import NotAGramKernel, describe
 from nt_pntk._src.tiled import compute, planning, probe, sharding, storage
 from nt_pntk._src.tiled.planning import parse_bytes
@@ -86,7 +86,8 @@ def kernel_matrix(
         approximation's `EmpiricalKernelFn` (the pNTK from
         `nt_pntk.empirical_pntk_fn`, ``Trace().kernel_fn(f)``, ...), whose Gram
         features are reused across tiles, or any other such function (an NNGP,
-        ``nt.empirical_ntk_fn`` with its output axes traced), tiled as is. Examples
+        ``nt.empirical_ntk_fn`` with its output axes traced), tiled as is (not the
+        full eNTK of `FullENTK`, an ``(N1, N2, O, O)`` kernel: a `ValueError`). Examples
         must be independent (the kernel of two examples must not depend on the
         rest of their batch), as for ``nt.batch``. With ``x2=None`` ``fn`` must
         be symmetric, as every kernel is.
@@ -163,6 +164,14 @@ def kernel_matrix(
     """
     if not callable(fn):
         raise TypeError(f"`fn` must be a kernel function fn(x1, x2, params, **kwargs); got {fn!r}.")
+    if isinstance(fn, EmpiricalKernelFn) and isinstance(fn.approximation, FullENTK):
+        # Its trace_axes do not trace anything, so the generic hint below would not help.
+        raise ValueError(
+            f"`fn` must give an (N1, N2) kernel; got the full eNTK {fn!r}, an (N1, N2, O, O) kernel. "
+            "kernel_matrix tiles N×N kernels only: pass an N×N approximation's kernel function, "
+            "e.g. nt_pntk.approximations.PNTK().kernel_fn(f) (the pNTK), Trace(), SingleLogit(k) or "
+            "Projection(m)."
+        )
     output = _checks.renamed("kernel_matrix", "out", out, "output", output)
     budget = parse_bytes("memory_budget", memory_budget)
     tile_size = _tile_size(tile_size)

@@ -18,7 +18,7 @@ from typing import Any
 
 import jax
 
-from nt_pntk._src import measure
+from nt_pntk._src import checks, measure
 
 KIB, MIB, GIB = 1024, 1024**2, 1024**3
 MARGIN = 1.10  # the estimate times this must fit the budget (allocator slack, small buffers)
@@ -55,11 +55,14 @@ def parse_bytes(name: str, value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a number of bytes or a string such as '2GiB'; got {value!r}.")
-    if isinstance(value, int):
+        raise TypeError(
+            f"`{name}` must be an int number of bytes or a string such as '2GiB'; got {value!r} of type "
+            f"{type(value).__name__}."
+        )
+    if checks.is_int(value):  # NumPy ints too (e.g. a size computed with NumPy)
         if value < 1:
             raise ValueError(f"`{name}` must be a positive number of bytes; got {value!r}.")
-        return value
+        return int(value)
     if isinstance(value, str):
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", value)
         if match and match.group(2).lower() in _UNITS:
@@ -70,7 +73,10 @@ def parse_bytes(name: str, value: Any) -> int | None:
             f"`{name}` must be a number of bytes or a string such as '2GiB', '512MiB' or '1.5GB' "
             f"(units B, kB, MB, GB, TB, KiB, MiB, GiB, TiB); got {value!r}."
         )
-    raise TypeError(f"`{name}` must be a number of bytes or a string such as '2GiB'; got {value!r}.")
+    raise TypeError(
+        f"`{name}` must be an int number of bytes or a string such as '2GiB'; got {value!r} of type "
+        f"{type(value).__name__}."
+    )
 
 
 def format_bytes(n: float) -> str:

@@ -1,6 +1,6 @@
 """Theory validation: the paper's convergence claims, measured on real networks.
 
-`nt-pntk validate --config quick|paper|FILE.toml --out DIR` sweeps widths (and
+`nt-pntk validate --config quick|paper|FILE.toml --output DIR` sweeps widths (and
 output counts) for the zoo's architectures, records per-cell metrics, fits
 log-log slopes against width with bootstrap confidence intervals, and writes a
 CSV, a Markdown report and plots. See `validation/README.md`.

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import neural_tangents as nt
 import numpy as np
 
+from nt_pntk._src import numerics
 from nt_pntk._src.experiments import data, models
 from nt_pntk._src.experiments.validation.config import Cell, Config
 from nt_pntk._src.kernels import pntk as _pntk
@@ -125,12 +126,6 @@ def _train_fn(apply_fn, steps: int):
     return train
 
 
-def as_matrix(entk: np.ndarray) -> np.ndarray:
-    """The (N1, N2, O, O) eNTK as the (N1·O, N2·O) matrix with (example, output) rows."""
-    n1, n2, o, _ = entk.shape
-    return entk.transpose(0, 2, 1, 3).reshape(n1 * o, n2 * o)
-
-
 def kernel_metrics(
     entk: np.ndarray,
     pntk: np.ndarray,
@@ -143,8 +138,7 @@ def kernel_metrics(
 ) -> dict[str, float]:
     """Every metric of `EXPECTED_SLOPES` from the kernels on train+test inputs."""
     eye = np.eye(out)
-    e = as_matrix(entk)
-    e_norm = np.linalg.norm(e)
+    e = numerics.entk_matrix(entk)
     trace = np.einsum("ijoo->ij", entk) / out
     block_sq = np.sum(entk**2, axis=(0, 1))
     inf_kron = np.kron(theta_inf, eye)
@@ -159,10 +153,10 @@ def kernel_metrics(
         spectra.spectrum(e[tr, tr]), spectra.spectrum(pntk[train, train]), top_k=1
     )
     return {
-        "err_pntk": np.linalg.norm(e - np.kron(pntk, eye)) / e_norm,
-        "err_trace": np.linalg.norm(e - np.kron(trace, eye)) / e_norm,
-        "err_pntk_inf": np.linalg.norm(pntk - theta_inf) / np.linalg.norm(theta_inf),
-        "err_entk_inf": np.linalg.norm(e - inf_kron) / np.linalg.norm(inf_kron),
+        "err_pntk": numerics.entk_relative_error(entk, pntk),
+        "err_trace": numerics.entk_relative_error(entk, trace),
+        "err_pntk_inf": numerics.relative_error(theta_inf, pntk),
+        "err_entk_inf": numerics.relative_error(inf_kron, e),
         "offdiag_mass": (block_sq.sum() - np.trace(block_sq)) / block_sq.sum(),
         "pred_gap": np.linalg.norm(f_entk - f_pntk) / np.linalg.norm(f_entk),
         "err_lambda_max": spectral.lambda_max,

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nt_pntk._src import checks, files
+
 CLAIMS = {
     "err_pntk": "eNTK → pNTK ⊗ I_O at rate n^-1/2 (the paper's theorem)",
     "pred_gap": "kernel-regression predictions with pNTK ⊗ I → eNTK's at rate n^-1/2 (the paper)",
@@ -90,11 +92,19 @@ def plot_metric(table: pd.DataFrame, slopes: pd.DataFrame, metric: str, path: Pa
 
 
 def write_report(
-    table: pd.DataFrame, slopes: pd.DataFrame, out: str | os.PathLike, *, config_name: str
+    table: pd.DataFrame,
+    slopes: pd.DataFrame,
+    output: str | os.PathLike | None = None,
+    *,
+    config_name: str,
+    out: str | os.PathLike | None = None,
 ) -> Path:
-    """Writes `slopes.csv`, one PNG per claimed metric and `report.md` into `out`."""
-    out = Path(out)
-    slopes.to_csv(out / SLOPES_CSV, index=False)
+    """Writes `slopes.csv`, one PNG per claimed metric and `report.md` into the directory `output`.
+
+    ``out``, the former name of `output`, is deprecated.
+    """
+    out = Path(checks.renamed("write_report", "out", out, "output", output, required=True))
+    files.atomic_write(out / SLOPES_CSV, slopes.to_csv(index=False))
     lines = [
         f"# nt-pntk validation report: `{config_name}`",
         "",
@@ -127,5 +137,5 @@ def write_report(
     )
     lines += ["## Medians over seeds", "", _markdown(medians), ""]
     path = out / REPORT_MD
-    path.write_text("\n".join(lines))
+    files.atomic_write(path, "\n".join(lines))
     return path

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from nt_pntk._src import files
+from nt_pntk._src import checks, files
 from nt_pntk._src.experiments.validation.config import PHASES, Cell, Config
 from nt_pntk._src.experiments.validation.metrics import EXPECTED_SLOPES, measure_cell
 
@@ -25,9 +25,9 @@ ROW_COLUMNS = (*IDENTITY_COLUMNS, "phase", *EXPECTED_SLOPES)
 
 
 class OutDirError(ValueError):
-    """`--out` cannot hold this run's results; the message says why and what to do."""
+    """`--output` cannot hold this run's results; the message says why and what to do."""
 
-    exit_code = 2  # a usage error: the fix is another `--out` (or removing a file in it)
+    exit_code = 2  # a usage error: the fix is another `--output` (or removing a file in it)
 
 
 class CellFileError(ValueError):
@@ -82,14 +82,16 @@ def _settings(cfg: Config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=list))
 
 
-def _check_out_dir(cfg: Config, out: Path) -> bool:
+def _check_output_dir(cfg: Config, out: Path) -> bool:
     """Checks `out` before anything is written to it; True when its config stamp must be written.
 
     Refuses a path that is not a directory, an unreadable stamp, and a stamp of a
     different configuration when cells are already there (results are never mixed).
     """
     if out.exists() and not out.is_dir():
-        raise OutDirError(f"`--out` {str(out)!r} is a file, not a directory; pass a directory (new or used).")
+        raise OutDirError(
+            f"`--output` {str(out)!r} is a file, not a directory; pass a directory (new or used)."
+        )
     stamp = out / CONFIG_JSON
     if not stamp.exists():
         return True
@@ -100,40 +102,51 @@ def _check_out_dir(cfg: Config, out: Path) -> bool:
         why = f"it is not readable JSON ({e})"
     if why is not None:
         raise OutDirError(
-            f"`--out` {str(out)!r} has a corrupt configuration record {str(stamp)!r}: {why}. "
-            f"Delete {str(stamp)!r} to resume with this configuration, or choose another `--out`."
+            f"`--output` {str(out)!r} has a corrupt configuration record {str(stamp)!r}: {why}. "
+            f"Delete {str(stamp)!r} to resume with this configuration, or choose another `--output`."
         )
     if recorded == _settings(cfg):
         return False
     if any((out / "cells").glob("*.json")):
         raise OutDirError(
-            f"`--out` {str(out)!r} holds results of a different configuration "
+            f"`--output` {str(out)!r} holds results of a different configuration "
             f"(see {stamp}); use a new directory or the same configuration to resume."
         )
     return True  # a stamp without results (a run that failed before its first cell): replace it
 
 
-def run_sweep(cfg: Config, out: str | os.PathLike, *, progress: bool = True) -> pd.DataFrame:
-    """Measures every cell of `cfg` not already in `out/cells/`, then collects all rows.
+def run_sweep(
+    cfg: Config,
+    output: str | os.PathLike | None = None,
+    *,
+    progress: bool = True,
+    out: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Measures every cell of `cfg` not already in `output/cells/`, then collects all rows.
 
     Killing the run loses at most the cell in progress; running again with the
-    same `out` resumes, and the collected table equals an uninterrupted run's.
+    same `output` resumes, and the collected table equals an uninterrupted run's.
     A cell file that fails its check (`read_cell`) is reported on stderr and
     measured again, never merged.
 
+    Args:
+      cfg: the configuration.
+      output: the results' directory (``out``, its former name, is deprecated).
+      progress: show a progress bar.
+
     Returns:
-      The results, one row per (cell, phase), also written to `out/results.csv`.
+      The results, one row per (cell, phase), also written to `output/results.csv`.
 
     Raises:
-      OutDirError: `out` is a file, or holds another configuration's results or a corrupt record.
+      OutDirError: `output` is a file, or holds another configuration's results or a corrupt record.
     """
-    out = Path(out)
-    write_stamp = _check_out_dir(cfg, out)
+    out = Path(checks.renamed("run_sweep", "out", out, "output", output, required=True))
+    write_stamp = _check_output_dir(cfg, out)
     cells_dir = out / "cells"
     try:
         cells_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OutDirError(f"`--out` {str(out)!r}: cannot create {str(cells_dir)!r} ({e}).") from None
+        raise OutDirError(f"`--output` {str(out)!r}: cannot create {str(cells_dir)!r} ({e}).") from None
     if write_stamp:
         files.atomic_write(out / CONFIG_JSON, json.dumps(_settings(cfg), sort_keys=True, indent=1))
 
