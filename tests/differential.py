@@ -5,8 +5,8 @@ kernel, NT implementation, ``vmap_axes``, eager or ``jax.jit``, what ``x2`` is,
 batch size, and the route: called directly, through ``nt.batch`` or through
 ``nt_pntk.kernel_matrix``). `run_case` computes the kernel that way, in
 float32, and compares it with `reference_kernel`: the per-example Jacobians of
-the network, ``jax.vmap`` of ``jax.jacrev`` (the gradient of each output), in
-float64, contracted by hand into each kernel's definition:
+the network, ``jax.jacrev`` (the gradient of each output) of one example at a
+time, in float64, contracted by hand into each kernel's definition:
 
 * ``entk``: Θ_oo'(a, b) = J_o(a)·J_o'(b), the (N1, N2, O, O) eNTK;
 * ``pntk``: (1/O) Σ_{o,o'} Θ_oo';  ``trace``: (1/O) Σ_o Θ_oo;
@@ -268,7 +268,9 @@ def _jacobians_and_outputs(architecture: str, size: str, which: int) -> tuple[np
             return net.apply_fn(unravel(theta), example[None])[0]
 
         x64 = jnp.asarray(x, jnp.float64)
-        jac = jax.vmap(jax.jacrev(output), in_axes=(None, 0))(flat, x64)
+        # One example at a time (lax.map, not vmap): XLA:CPU's batched float64 convolutions of a
+        # vmapped jacrev are ~100 times slower (minutes for the large CNN).
+        jac = jax.jit(lambda t, xs: jax.lax.map(lambda e: jax.jacrev(output)(t, e), xs))(flat, x64)
         out = jax.vmap(output, in_axes=(None, 0))(flat, x64)
         assert jac.dtype == jnp.float64
         return np.asarray(jac), np.asarray(out)

@@ -304,6 +304,7 @@ def test_format_value():
     assert br.format_value(math.nan, "bytes") == "n/a"
 
 
+@pytest.mark.slow
 def test_cli_report_and_comparison(results_dir, tmp_path, capsys):
     plots = tmp_path / "plots"
     csv = tmp_path / "csv"

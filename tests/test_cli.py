@@ -544,6 +544,7 @@ def _reference_kernels(x: np.ndarray, outputs: int) -> dict[str, np.ndarray]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernel", ["pntk", pytest.param("trace", marks=pytest.mark.slow)])
 def test_kernel_command_writes_the_kernel(tmp_path, capsys, kernel):
     x = tiny_inputs(tmp_path, n=6)

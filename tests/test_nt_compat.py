@@ -93,6 +93,7 @@ def _assert_close(actual, desired, rtol: float):
 # --- Empirical kernels: implementations 0-3 ------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("implementation", "vmap_axes"),
     # tests/test_pntk.py runs every implementation with vmap_axes=0 on the zoo models, convolutions
@@ -126,6 +127,7 @@ def test_cotangent_check_under_jax_enable_checks():
 # --- Infinite-width kernels, batching, Monte Carlo ------------------------------
 
 
+@pytest.mark.slow
 def test_stax_kernel_fn_matches_arccos_closed_form(float64):
     d, (w1, b1, w2, b2) = 4, (1.5, 0.2, 0.9, 0.1)
     _, _, kernel_fn = stax.serial(
@@ -139,6 +141,7 @@ def test_stax_kernel_fn_matches_arccos_closed_form(float64):
     _assert_close(kernels.ntk, ntk, 1e-10)
 
 
+@pytest.mark.slow
 def test_monte_carlo_empirical_kernels_approach_stax_kernel():
     init_fn, apply_fn, kernel_fn = stax.serial(
         stax.Dense(256, W_std=1.5, b_std=0.1), stax.Relu(), stax.Dense(32)
@@ -154,6 +157,7 @@ def test_monte_carlo_empirical_kernels_approach_stax_kernel():
     _assert_close(estimate.nngp, exact.nngp, 0.35)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("device_count", "store_on_device"), [(0, True), (1, True), (-1, True), (-1, False)], ids=str
 )
@@ -179,6 +183,7 @@ def _run_python(code: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_batch_over_two_devices_uses_pmap():
     result = _run_python(
         """
@@ -227,6 +232,7 @@ def _np(kernel) -> np.ndarray:
     return np.asarray(kernel, np.float64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("t", [0.0, 0.7, 30.0, None])
 def test_ensemble_matches_closed_form_gradient_flow(float64, t):
     kernel_fn, x_train, x_test, y_train = _regression_problem()
@@ -261,6 +267,7 @@ def test_ensemble_matches_closed_form_gradient_flow(float64, t):
         _assert_close(out.ntk.mean, np.zeros_like(u_ntk @ y), 1e-12)
 
 
+@pytest.mark.slow
 def test_ensemble_first_used_under_jit_then_vmap(float64):
     kernel_fn, x_train, x_test, y_train = _regression_problem()
     predict_fn = nt.predict.gradient_descent_mse_ensemble(kernel_fn, x_train, y_train)
@@ -278,6 +285,7 @@ def test_ensemble_first_used_under_jit_then_vmap(float64):
         _assert_close(got.covariance, covariance, 1e-7)
 
 
+@pytest.mark.slow
 def test_gp_inference_first_used_under_jit():
     kernel_fn, x_train, x_test, y_train = _regression_problem()
     k_dd = kernel_fn(x_train, None, ("nngp", "ntk"))
@@ -290,6 +298,7 @@ def test_gp_inference_first_used_under_jit():
     _assert_close(jitted.covariance, eager.covariance, 1e-5)
 
 
+@pytest.mark.slow
 def test_gradient_descent_mse_matches_closed_form_and_caches_eigh(float64, monkeypatch):
     kernel_fn, x_train, x_test, y_train = _regression_problem()
     ntk_dd, ntk_td = kernel_fn(x_train, None, "ntk"), kernel_fn(x_test, x_train, "ntk")
@@ -324,6 +333,7 @@ def test_gradient_descent_mse_matches_closed_form_and_caches_eigh(float64, monke
     _assert_close(jax.jit(predict_at_2)(ntk_dd), test_t, 1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("y_train_size", "momentum"), [(None, 0.0), (10, 0.0), (10, 0.9)])
 def test_max_learning_rate_formula(float64, y_train_size, momentum):
     kernel_fn, x_train, _, _ = _regression_problem()
@@ -335,6 +345,7 @@ def test_max_learning_rate_formula(float64, y_train_size, momentum):
     assert math.isclose(lr, expected, rel_tol=1e-10)
 
 
+@pytest.mark.slow
 def test_attention_positional_embeddings_under_jit():
     # The decayed positional embeddings are computed once per shape, cached, in `eval_context`.
     attention = stax.GlobalSelfAttention(
@@ -511,6 +522,7 @@ def test_importing_neural_tangents_first_is_a_clear_error():
     assert "Import nt_pntk before neural_tangents" in result.stderr, result.stderr
 
 
+@pytest.mark.slow
 def test_startup_file_makes_import_order_free():
     # What the installed `nt_pntk_startup.pth` does at interpreter start: `import _nt_pntk_startup`.
     # `-S`: no site-packages `.pth` files, so the startup module here is the only one at work.

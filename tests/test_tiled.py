@@ -112,6 +112,7 @@ def test_nngp_and_nt_entk(p, monkeypatch):
     assert routes.pop().mode == "features"
 
 
+@pytest.mark.slow
 def test_budget_sets_tile_and_resident_rows(p, reference, monkeypatch):
     plans = []
     monkeypatch.setattr(compute, "run_features", _spy(compute.run_features, plans))

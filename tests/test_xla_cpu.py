@@ -99,6 +99,7 @@ def test_too_late_is_a_warning_that_names_the_fix():
     assert result["error"] > 1e-2  # the warning is right: this process computes it wrongly
 
 
+@pytest.mark.slow
 def test_a_flag_set_by_the_user_is_respected_and_the_opt_out_works():
     opt_out = _run("import nt_pntk", env={_xla_cpu.OPT_OUT: "1"})
     if not _xla_cpu.affected(JAXLIB):  # older jaxlib do not know the flag (XLA aborts on it)
