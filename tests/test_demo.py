@@ -201,7 +201,7 @@ def test_demo_command_end_to_end(tmp_path, capsys):
     [
         (["--n", "0"], "--n must be between 1 and 1797"),
         (["--outputs", "3", "0"], "--outputs must be positive; got [3, 0]"),
-        (["--time-budget", "inf"], "--time-budget must be a finite number of seconds > 0; got inf"),
+        (["--time-budget", "inf"], "`--time-budget` must be a finite number of seconds > 0; got inf"),
         (["--max-temp-gib", "0"], "--max-temp-gib must be positive"),
     ],
 )

@@ -38,17 +38,18 @@ def integer(name: str, value: Any) -> int:
 
 def positive_int(name: str, value: Any) -> int:
     """An int >= 1."""
-    value = integer(name, value)
-    if value < 1:
-        raise ValueError(f"`{name}` must be an int >= 1; got {name}={value}.")
-    return value
+    return _int_at_least(name, value, 1)
 
 
 def non_negative_int(name: str, value: Any) -> int:
     """An int >= 0."""
+    return _int_at_least(name, value, 0)
+
+
+def _int_at_least(name: str, value: Any, least: int) -> int:
     value = integer(name, value)
-    if value < 0:
-        raise ValueError(f"`{name}` must be an int >= 0; got {name}={value}.")
+    if value < least:
+        raise ValueError(f"`{name}` must be an int >= {least}; got {name}={value}.")
     return value
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import math
 import os
 import sys
 import traceback
@@ -107,6 +108,38 @@ def add_deprecated_alias(parser: Any, old: str, new: str, **kwargs: Any) -> None
         help=argparse.SUPPRESS,
         **kwargs,
     )
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser, *, time_budget: float) -> None:
+    """``--repeats`` and ``--time-budget``, as every timing subcommand takes them (`measure.time_calls`)."""
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed calls after one warm-up call; the median is reported (default: 3)",
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=time_budget,
+        help="seconds of timed calls per measurement: fewer than --repeats (at least 1) when the warm-up "
+        f"call shows they would take longer (default: {time_budget:g})",
+    )
+
+
+def check_timing_arguments(args: argparse.Namespace) -> None:
+    """A `UsageError` for a ``--repeats`` below 1 or a ``--time-budget`` that is not a positive number."""
+    if args.repeats < 1:
+        raise UsageError(f"`--repeats` must be an integer >= 1; got {args.repeats}.")
+    if not (math.isfinite(args.time_budget) and args.time_budget > 0):
+        raise UsageError(f"`--time-budget` must be a finite number of seconds > 0; got {args.time_budget}.")
+
+
+def save_csv(table: Any, path: Any, what: str) -> None:
+    """Writes a subcommand's table to ``--csv`` (its folder made), and says so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    print(f"Saved {what} to {path}")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

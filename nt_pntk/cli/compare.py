@@ -48,7 +48,14 @@ from typing import Any
 import numpy as np
 
 from nt_pntk._src import measure, numerics
-from nt_pntk.cli import UsageError, add_deprecated_alias, warn_deprecated
+from nt_pntk.cli import (
+    UsageError,
+    add_deprecated_alias,
+    add_timing_arguments,
+    check_timing_arguments,
+    save_csv,
+    warn_deprecated,
+)
 
 APPROXIMATIONS = ("pntk", "trace", "single_logit", "projection")
 ZOO_WIDTHS = {"fc": 64, "cnn": 32}  # default --width of the zoo models
@@ -114,14 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not pass vmap_axes=0 (for a model that mixes examples, e.g. batch norm)",
     )
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per kernel; median (default: 3)")
-    parser.add_argument(
-        "--time-budget",
-        type=float,
-        default=10.0,
-        help="seconds of timed calls per kernel: fewer than --repeats (at least 1) when the warm-up "
-        "call shows they would take longer (default: 10)",
-    )
+    add_timing_arguments(parser, time_budget=10.0)
     parser.add_argument(
         "--rss", action="store_true", help="also measure each kernel's peak RSS in a fresh process (slower)"
     )
@@ -143,13 +143,12 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(table))
     print(f"\nTotal wall time: {time.perf_counter() - start:.0f} s")
     if args.csv is not None:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.csv, index=False)
-        print(f"Saved the table to {args.csv}")
+        save_csv(table, args.csv, "the table")
     return 0
 
 
 def _validate(args: argparse.Namespace) -> None:
+    check_timing_arguments(args)
     m = args.m or []
     checks = [
         (args.outputs >= 1, f"--outputs must be at least 1; got {args.outputs}"),
@@ -170,11 +169,6 @@ def _validate(args: argparse.Namespace) -> None:
         (
             args.top_k is None or args.top_k <= args.n_train * args.outputs,
             f"--top-k must be at most n_train·O = {args.n_train * args.outputs}; got {args.top_k}",
-        ),
-        (args.repeats >= 1, f"--repeats must be at least 1; got {args.repeats}"),
-        (
-            math.isfinite(args.time_budget) and args.time_budget > 0,
-            f"--time-budget must be a finite number of seconds > 0; got {args.time_budget}",
         ),
         (args.seed >= 0, f"--seed must be >= 0; got {args.seed}"),
         (

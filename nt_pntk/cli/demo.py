@@ -40,7 +40,14 @@ from typing import Any
 import numpy as np
 
 from nt_pntk._src import measure, numerics
-from nt_pntk.cli import UsageError, add_deprecated_alias, installed_version
+from nt_pntk.cli import (
+    UsageError,
+    add_deprecated_alias,
+    add_timing_arguments,
+    check_timing_arguments,
+    installed_version,
+    save_csv,
+)
 
 KERNELS = ("eNTK", "pNTK")
 DEFAULT_OUTPUTS = (10, 100)
@@ -67,19 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=DEFAULT_IMPLEMENTATIONS,
         help="nt.NtkImplementation values to measure (default: 1 2 3)",
     )
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=3,
-        help="timed calls after the warm-up; the median is reported (default: 3)",
-    )
-    parser.add_argument(
-        "--time-budget",
-        type=float,
-        default=60.0,
-        help="seconds of timed calls per measurement: fewer than --repeats (at least 1) when the "
-        "warm-up call shows they would take longer (default: 60)",
-    )
+    add_timing_arguments(parser, time_budget=60.0)
     parser.add_argument(
         "--max-temp-gib",
         type=float,
@@ -149,22 +144,16 @@ def run(args: argparse.Namespace) -> int:
     print(format_report(table, errors, summaries, args.outputs))
     print(f"\nTotal wall time: {time.perf_counter() - start:.0f} s", flush=True)
     if args.csv is not None:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.csv, index=False)
-        print(f"Saved the measurements to {args.csv}")
+        save_csv(table, args.csv, "the measurements")
     return 0
 
 
 def _validate(args: argparse.Namespace) -> None:
+    check_timing_arguments(args)
     checks = [
         (1 <= args.n <= 1797, f"--n must be between 1 and 1797 (the digits); got {args.n}"),
         (all(o >= 1 for o in args.outputs), f"--outputs must be positive; got {args.outputs}"),
         (args.width >= 1, f"--width must be positive; got {args.width}"),
-        (args.repeats >= 1, f"--repeats must be at least 1; got {args.repeats}"),
-        (
-            math.isfinite(args.time_budget) and args.time_budget > 0,
-            f"--time-budget must be a finite number of seconds > 0; got {args.time_budget}",
-        ),
         (
             args.max_temp_gib is None or args.max_temp_gib > 0,
             f"--max-temp-gib must be positive; got {args.max_temp_gib}",

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-import math
 from pathlib import Path
 
 from nt_pntk._src.experiments import figure1 as experiment
-from nt_pntk.cli import UsageError, add_deprecated_alias
+from nt_pntk.cli import UsageError, add_deprecated_alias, add_timing_arguments, check_timing_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,14 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--width", type=int, default=None, help="first-stage channels (overrides the size)")
     parser.add_argument("--image-size", type=int, default=None, help="image side (overrides the size)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls after the warm-up (default: 3)")
-    parser.add_argument(
-        "--time-budget",
-        type=float,
-        default=30.0,
-        help="seconds of timed calls per kernel: fewer repeats (at least 1) when the warm-up call "
-        "shows they would take longer (default: 30)",
-    )
+    add_timing_arguments(parser, time_budget=30.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--output", type=Path, default=Path("out/figure1"), help="output directory (default: out/figure1)"
@@ -87,11 +79,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"`--depths` must be among {sorted(RESNET_STAGES)} (ResNet-N); got {bad_depths}.")
     if any(o < 1 for o in args.outputs):
         raise UsageError(f"`--outputs` must be integers >= 1 (numbers of outputs); got {args.outputs}.")
-    for name, value in (("width", args.width), ("image-size", args.image_size), ("repeats", args.repeats)):
+    for name, value in (("width", args.width), ("image-size", args.image_size)):
         if value is not None and value < 1:
             raise UsageError(f"`--{name}` must be an integer >= 1; got {value}.")
-    if not (math.isfinite(args.time_budget) and args.time_budget > 0):
-        raise UsageError(f"`--time-budget` must be a finite number of seconds > 0; got {args.time_budget}.")
+    check_timing_arguments(args)
     if not 0 <= args.seed < 2**32:
         raise UsageError(f"`--seed` must be an integer in [0, 2**32); got {args.seed}.")
     if args.output.exists() and not args.output.is_dir():
