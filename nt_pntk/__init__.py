@@ -49,8 +49,11 @@ _API = {
     "empirical_projection_fn": "nt_pntk._src.kernels.approximations",
     "projection_directions": "nt_pntk._src.kernels.approximations",
     "kernel_matrix": "nt_pntk._src.tiled.kernel_matrix",
+    "from_linen": "nt_pntk._src.adapters.linen",
+    "from_nnx": "nt_pntk._src.adapters.nnx",
+    "from_equinox": "nt_pntk._src.adapters.eqx",
 }
-_SUBMODULES = ("approximations", "cli", "compat", "experiments", "regression", "spectra", "tiled")
+_SUBMODULES = ("adapters", "approximations", "cli", "compat", "experiments", "regression", "spectra", "tiled")
 # Old names that keep working for one release, with the new ones.
 _DEPRECATED_MODULES = {"models": "nt_pntk.experiments.models", "data": "nt_pntk.experiments.data"}
 
@@ -65,6 +68,7 @@ __all__ = [
     "SingleLogit",
     "Trace",
     "__version__",
+    "adapters",
     "approximation_fn",
     "approximations",
     "cli",
@@ -76,6 +80,9 @@ __all__ = [
     "empirical_single_logit_fn",
     "empirical_trace_fn",
     "experiments",
+    "from_equinox",
+    "from_linen",
+    "from_nnx",
     "kernel_matrix",
     "projection_directions",
     "regression",
@@ -104,7 +111,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs, which do not run `__getattr__`
-    from nt_pntk import approximations, cli, compat, experiments, regression, spectra, tiled
+    from nt_pntk import adapters, approximations, cli, compat, experiments, regression, spectra, tiled
+    from nt_pntk._src.adapters.eqx import from_equinox
+    from nt_pntk._src.adapters.linen import from_linen
+    from nt_pntk._src.adapters.nnx import from_nnx
     from nt_pntk._src.kernels.approximations import (
         APPROXIMATION_NAMES,
         PNTK,

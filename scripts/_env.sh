@@ -18,7 +18,7 @@ if [ "$needs_install" = 1 ]; then
   "$PY" -m pip install --quiet --upgrade pip
   # PIP_CONSTRAINT also pins the build backend in pip's isolated build environment.
   PIP_CONSTRAINT="$ROOT/constraints.txt" \
-    "$PY" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[test,bench,flax,equinox]"
+    "$PY" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[test,bench,flax,equinox,docs]"
   "$PY" -m pip install --quiet --no-deps -c "$ROOT/constraints.txt" neural-tangents
   touch "$STAMP"
 fi
