@@ -18,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="runs/validate-quick", help="output directory; rerun to resume")
     add_deprecated_alias(parser, "--out", "--output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--dpi", type=int, default=150, help="resolution of the PNG plots (PDFs beside them)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,11 +26,32 @@ def run(args: argparse.Namespace) -> int:
 
     # A bad configuration raises `config.ConfigError` (exit code 2) before anything is written;
     # a bad `--output` raises `sweep.OutDirError` (exit code 2) before anything is computed.
+    # On a finished output directory nothing is measured: the fits and the report are rewritten.
     cfg = config.load(args.config)
+    if args.dpi < 1:
+        raise config.ConfigError(f"`--dpi` must be a positive integer; got {args.dpi}.")
     start = time.perf_counter()
     table = sweep.run_sweep(cfg, args.output, progress=not args.no_progress)
-    slopes = fits.fit_slopes(table, bootstrap=cfg.bootstrap, band=cfg.slope_band)
-    path = report.write_report(table, slopes, args.output, config_name=cfg.name)
+    slopes = fits.fit_slopes(
+        table,
+        bootstrap=cfg.bootstrap,
+        band=cfg.slope_band,
+        level=cfg.asymptotic_level,
+        fit_widths=cfg.fit_widths,
+    )
+    timing = {"cells": sweep.measured_seconds(cfg, args.output), "run": time.perf_counter() - start}
+    path = report.write_report(
+        table,
+        slopes,
+        args.output,
+        config_name=cfg.name,
+        band=cfg.slope_band,
+        level=cfg.asymptotic_level,
+        fit_widths=cfg.fit_widths,
+        bootstrap=cfg.bootstrap,
+        dpi=args.dpi,
+        timing=timing,
+    )
     print(report.slope_table(slopes))
     print(f"\n{len(table)} rows in {time.perf_counter() - start:.0f} s; report: {path}")
     return 0

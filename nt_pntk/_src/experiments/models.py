@@ -38,22 +38,36 @@ class Model:
     kernel_fn: Callable
 
 
-def fc(width: int, outputs: int = 10, *, depth: int = 3) -> tuple:
-    """Fully connected ReLU network with `depth` hidden layers of `width`."""
+def _readout(outputs: int, readout_width: int | None) -> list:
+    """The last layer, after an optional ReLU layer of `readout_width` units (the readout's input)."""
+    hidden = (
+        [] if readout_width is None else [stax.Dense(readout_width, W_std=W_STD, b_std=B_STD), stax.Relu()]
+    )
+    return [*hidden, stax.Dense(outputs, W_std=1.0, b_std=B_STD)]
+
+
+def fc(width: int, outputs: int = 10, *, depth: int = 3, readout_width: int | None = None) -> tuple:
+    """Fully connected ReLU network with `depth` hidden layers of `width`.
+
+    ``readout_width`` adds one more hidden layer of that width before the last
+    layer, so the readout's input width can differ from the body's `width`.
+    """
     layers = [stax.Flatten()]
     for _ in range(depth):
         layers += [stax.Dense(width, W_std=W_STD, b_std=B_STD), stax.Relu()]
-    layers += [stax.Dense(outputs, W_std=1.0, b_std=B_STD)]
-    return stax.serial(*layers)
+    return stax.serial(*layers, *_readout(outputs, readout_width))
 
 
-def cnn(width: int, outputs: int = 10, *, depth: int = 3) -> tuple:
-    """`depth` 3×3 SAME conv layers of `width` channels, ReLU, global average pooling."""
+def cnn(width: int, outputs: int = 10, *, depth: int = 3, readout_width: int | None = None) -> tuple:
+    """`depth` 3×3 SAME conv layers of `width` channels, ReLU, global average pooling.
+
+    ``readout_width`` adds a dense ReLU layer of that width after the pooling, before
+    the last layer: a body of `width` channels with a readout of another width.
+    """
     layers = []
     for _ in range(depth):
         layers += [stax.Conv(width, (3, 3), padding="SAME", W_std=W_STD, b_std=B_STD), stax.Relu()]
-    layers += [stax.GlobalAvgPool(), stax.Dense(outputs, W_std=1.0, b_std=B_STD)]
-    return stax.serial(*layers)
+    return stax.serial(*layers, stax.GlobalAvgPool(), *_readout(outputs, readout_width))
 
 
 def _wide_resnet_block(channels: int, strides: tuple[int, int], channel_mismatch: bool) -> Any:

@@ -23,6 +23,11 @@ from nt_pntk._src.experiments import models
 CONFIG_PACKAGE = "nt_pntk._src.experiments.validation.configs"
 DATASETS = ("digits", "synthetic")
 PHASES = ("init", "trained")
+#: What a sweep varies: the zoo's `width` (the whole network), or the width of the readout's input
+#: alone (a builder's `readout_width` option) with the body's `width` fixed.
+VARIES = ("width", "readout_width")
+#: A sweep's role in the report: the theorem (everything wide), the readout alone wide, the body alone.
+ROLES = ("theorem", "readout", "body")
 #: Every key a configuration's top level and each [[sweep]] table may have; any other is an error.
 TOP_LEVEL_KEYS = (
     "name",
@@ -34,9 +39,27 @@ TOP_LEVEL_KEYS = (
     "learning_rate",
     "bootstrap",
     "slope_band",
+    "asymptotic_level",
+    "fit_widths",
+    "block",
     "sweep",
 )
-SWEEP_KEYS = ("architecture", "widths", "outs", "data", "options", "n_train", "n_test", "implementation")
+SWEEP_KEYS = (
+    "label",
+    "architecture",
+    "vary",
+    "width",
+    "widths",
+    "outs",
+    "data",
+    "options",
+    "seeds",
+    "phases",
+    "n_train",
+    "n_test",
+    "implementation",
+)
+LABEL_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
 class ConfigError(ValueError):
@@ -57,11 +80,41 @@ class Sweep:
     n_train: int | None = None  # None: the configuration's
     n_test: int | None = None
     implementation: int = 3  # NT implementation for both kernels; 3 keeps memory lowest
+    label: str = ""  # "": `default_label`
+    vary: str = "width"
+    width: int | None = None  # the fixed body width when `vary` is not "width"
+    seeds: int | None = None  # None: the configuration's
+    phases: tuple[str, ...] = PHASES
+
+    @property
+    def role(self) -> str:
+        return role(self.vary, self.options)
+
+
+def role(vary: str, options: Any) -> str:
+    """ "readout" when the readout's input width is swept, "body" when it is fixed and the body swept."""
+    if vary == "readout_width":
+        return "readout"
+    return "body" if "readout_width" in dict(options) else "theorem"
+
+
+def default_label(sweep: Sweep) -> str:
+    """The architecture, then what sets the sweep apart: `cnn`, `fc-synthetic`, `cnn-readout-body8`."""
+    label = sweep.architecture + ("" if sweep.data == "digits" else f"-{sweep.data}")
+    if sweep.role == "readout":
+        label += f"-readout-body{sweep.width}"
+    elif sweep.role == "body":
+        label += f"-body-readout{sweep.options['readout_width']}"
+    return label
 
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One unit of work: a network at one width, O and seed, measured at init and trained."""
+    """One unit of work: a network at one width, O and seed, measured at init (and trained).
+
+    `width` is the swept value: the network's width, or the readout's input width when
+    `vary` is "readout_width" (the body's width is then `fixed_width`).
+    """
 
     architecture: str
     width: int
@@ -72,14 +125,30 @@ class Cell:
     n_train: int
     n_test: int
     implementation: int
+    label: str = ""
+    vary: str = "width"
+    fixed_width: int | None = None
+    phases: tuple[str, ...] = PHASES
+    block: int = 16
 
     @property
     def key(self) -> str:
         opts = "".join(f"_{k}{v}" for k, v in self.options)
+        body = "" if self.fixed_width is None else f"_width{self.fixed_width}"
         return (
-            f"{self.architecture}{opts}_{self.data}_n{self.n_train}+{self.n_test}"
-            f"_w{self.width}_o{self.out}_s{self.seed}"
+            f"{self.label or self.architecture}{opts}{body}_{self.data}"
+            f"_n{self.n_train}+{self.n_test}_{self.vary}{self.width}_o{self.out}_s{self.seed}"
         )
+
+    @property
+    def role(self) -> str:
+        return role(self.vary, self.options)
+
+    def model_arguments(self) -> dict[str, Any]:
+        """`models.get_model`'s keyword arguments for this cell's network (all but `outputs`)."""
+        if self.vary == "width":
+            return {"width": self.width, **dict(self.options)}
+        return {"width": self.fixed_width, **dict(self.options), self.vary: self.width}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,15 +163,19 @@ class Config:
     bootstrap: int
     slope_band: tuple[float, float]
     sweeps: tuple[Sweep, ...]
+    asymptotic_level: float = 0.2
+    fit_widths: int = 3
+    block: int = 16
 
     def cells(self) -> list[Cell]:
-        """Every cell of the configuration, in a fixed order (widest last)."""
+        """Every cell of the configuration, in a fixed order (widest last within a sweep)."""
         cells = []
         for sweep in self.sweeps:
             options = tuple(sorted(sweep.options.items()))
             n_train = sweep.n_train or self.n_train
             n_test = sweep.n_test or self.n_test
-            for width, out, seed in itertools.product(sweep.widths, sweep.outs, range(self.seeds)):
+            seeds = range(sweep.seeds or self.seeds)
+            for width, out, seed in itertools.product(sweep.widths, sweep.outs, seeds):
                 cells.append(
                     Cell(
                         sweep.architecture,
@@ -114,6 +187,11 @@ class Config:
                         n_train,
                         n_test,
                         sweep.implementation,
+                        label=sweep.label or default_label(sweep),
+                        vary=sweep.vary,
+                        fixed_width=sweep.width,
+                        phases=sweep.phases,
+                        block=self.block,
                     )
                 )
         return cells
@@ -189,8 +267,15 @@ def parse(raw: dict[str, Any], default_name: str = "custom") -> Config:
         learning_rate=_positive(raw, "learning_rate", float, 0.5),
         bootstrap=_positive(raw, "bootstrap", int, 1000),
         slope_band=_slope_band(raw.get("slope_band", [-0.65, -0.35])),
+        asymptotic_level=_positive(raw, "asymptotic_level", float, 0.2),
+        fit_widths=_positive(raw, "fit_widths", int, 3),
+        block=_positive(raw, "block", int, 16),
         sweeps=sweeps,
     )
+    if cfg.fit_widths < 2:
+        raise ConfigError(
+            f"`fit_widths` must be at least 2 (a slope needs two widths); got {cfg.fit_widths}."
+        )
     for where, n_train, n_test in [("", cfg.n_train, cfg.n_test)] + [
         (f"sweep[{i}].", s.n_train or cfg.n_train, s.n_test or cfg.n_test) for i, s in enumerate(sweeps)
     ]:
@@ -199,6 +284,15 @@ def parse(raw: dict[str, Any], default_name: str = "custom") -> Config:
                 f"`{where}n_train` + `{where}n_test` must be at most 1797 (the digits); "
                 f"got {n_train + n_test}."
             )
+    labels: dict[str, int] = {}
+    for i, s in enumerate(sweeps):
+        label = s.label or default_label(s)
+        if label in labels:
+            raise ConfigError(
+                f"`sweep[{i}].label` must differ from every other sweep's; got {label!r}, also "
+                f"sweep[{labels[label]}]'s (set `label` in one of them)."
+            )
+        labels[label] = i
     return cfg
 
 
@@ -234,9 +328,28 @@ def _parse_sweep(raw: Any, where: str) -> Sweep:
     data = raw.get("data", "digits")
     if data not in DATASETS:
         raise ConfigError(f"`{where}.data` must be one of {DATASETS}; got {data!r}.")
-    options = _options(raw.get("options", {}), arch, widths[0], outs[0], where)
+    vary = raw.get("vary", "width")
+    if vary not in VARIES:
+        raise ConfigError(f"`{where}.vary` must be one of {VARIES}; got {vary!r}.")
+    fixed_width = None
+    if vary == "width":
+        if "width" in raw:
+            raise ConfigError(
+                f'`{where}.width` must be left out when the sweep varies the width (`vary` = "width"); '
+                f"got {raw['width']!r}. Set `vary` to sweep another width with this one fixed."
+            )
+    else:
+        if vary not in _builder_options(arch):
+            raise ConfigError(
+                f"`{where}.vary` = {vary!r} must be an option of the {arch!r} builder; "
+                f"it takes {_builder_options(arch)}."
+            )
+        if "width" not in raw:
+            raise ConfigError(f"`{where}.width` is missing: the fixed body width when `vary` = {vary!r}.")
+        fixed_width = _positive(raw, "width", int, None, where)
+    options = _options(raw.get("options", {}), arch, widths[0], outs[0], where, vary, fixed_width)
     sizes = {}
-    for name in ("n_train", "n_test"):
+    for name in ("n_train", "n_test", "seeds"):
         if name in raw:
             sizes[name] = _positive(raw, name, int, None, where)
     implementation = raw.get("implementation", 3)
@@ -249,10 +362,39 @@ def _parse_sweep(raw: Any, where: str) -> Sweep:
             f"`{where}.implementation` must be the integer 1, 2 or 3 (an NT implementation); "
             f"got {implementation!r}."
         )
-    return Sweep(arch, widths, outs, data, options, implementation=implementation, **sizes)
+    label = raw.get("label", "")
+    if "label" in raw and (not isinstance(label, str) or not label or not set(label) <= LABEL_CHARACTERS):
+        raise ConfigError(
+            f"`{where}.label` must be a non-empty string of letters, digits, `_`, `.` and `-`; got {label!r}."
+        )
+    phases = raw.get("phases", list(PHASES))
+    if (
+        not isinstance(phases, list)
+        or not phases
+        or any(p not in PHASES for p in phases)
+        or list(phases) != [p for p in PHASES if p in phases]
+    ):
+        raise ConfigError(
+            f"`{where}.phases` must list {list(PHASES)} or a part of it, in that order; got {phases!r}."
+        )
+    return Sweep(
+        arch,
+        widths,
+        outs,
+        data,
+        options,
+        implementation=implementation,
+        label=label,
+        vary=vary,
+        width=fixed_width,
+        phases=tuple(phases),
+        **sizes,
+    )
 
 
-def _options(options: Any, arch: str, width: int, out: int, where: str) -> dict[str, Any]:
+def _options(
+    options: Any, arch: str, width: int, out: int, where: str, vary: str = "width", fixed: int | None = None
+) -> dict[str, Any]:
     """The builder's options, checked by name, type, and by building the first cell's model."""
     label = f"{where}.options"
     if not isinstance(options, dict):
@@ -262,13 +404,16 @@ def _options(options: Any, arch: str, width: int, out: int, where: str) -> dict[
     if options and not known:
         raise ConfigError(f"`{label}` must be empty: {builder} takes no options; got {options!r}.")
     _check_keys(options, known, f"{label}.", builder)
+    if vary in options:
+        raise ConfigError(f"`{label}.{vary}` must be left out: the sweep varies it (`vary` = {vary!r}).")
     for key, value in options.items():
         # Every zoo option counts layers, blocks or groups (a bool would pass as 0 or 1).
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"`{label}.{key}` must be an integer >= 1; got {value!r}.")
     try:
         # Builds the stax layers only (no parameters): cheap, and catches what the builder refuses.
-        models.get_model(arch, width=width, outputs=out, **options)
+        swept = {"width": width} if vary == "width" else {"width": fixed, vary: width}
+        models.get_model(arch, outputs=out, **options, **swept)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"`{label}` = {options!r} does not build a {arch!r} model: {e}") from None
     return dict(options)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from nt_pntk._src import checks, files
-from nt_pntk._src.experiments.validation.config import PHASES, Cell, Config
-from nt_pntk._src.experiments.validation.metrics import EXPECTED_SLOPES, measure_cell
+from nt_pntk._src.experiments.validation.config import Cell, Config
+from nt_pntk._src.experiments.validation.metrics import EXPECTED_SLOPES, cell_columns, measure_cell
 
 RESULTS_CSV = "results.csv"
 CONFIG_JSON = "config.json"
 #: The columns of every row, in order: the cell's identity, the phase, the metrics.
-IDENTITY_COLUMNS = ("key", "architecture", "data", "width", "out", "seed")
+IDENTITY_COLUMNS = ("key", "sweep", "role", "architecture", "data", "width", "out", "seed")
 ROW_COLUMNS = (*IDENTITY_COLUMNS, "phase", *EXPECTED_SLOPES)
 
 
@@ -42,9 +43,18 @@ def _digest(rows: Any) -> str:
     return hashlib.blake2b(_canonical(rows).encode(), digest_size=16).hexdigest()
 
 
-def cell_text(cell: Cell, rows: list[dict]) -> str:
-    """A cell file's contents: the cell's key, its rows and a digest of them."""
-    return json.dumps({"key": cell.key, "digest": _digest(rows), "rows": rows})
+def cell_text(cell: Cell, rows: list[dict], seconds: float) -> str:
+    """A cell file's contents: the cell's key, its rows, a digest of them and the measurement's seconds."""
+    return json.dumps({"key": cell.key, "digest": _digest(rows), "rows": rows, "seconds": round(seconds, 3)})
+
+
+def measured_seconds(cfg: Config, output: str | os.PathLike) -> float:
+    """The seconds the measurements of `cfg`'s cells in `output` took, summed (after `run_sweep`)."""
+    total = 0.0
+    for cell in cfg.cells():
+        stored = json.loads((Path(output) / "cells" / f"{cell.key}.json").read_text(encoding="utf-8"))
+        total += float(stored["seconds"])
+    return total
 
 
 def read_cell(path: Path, cell: Cell) -> list[dict]:
@@ -57,18 +67,20 @@ def read_cell(path: Path, cell: Cell) -> list[dict]:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise CellFileError(f"unreadable ({e})") from None
-    if not isinstance(stored, dict) or set(stored) != {"key", "digest", "rows"}:
-        raise CellFileError("not a cell file of this version (a table of `key`, `digest`, `rows`)")
+    if not isinstance(stored, dict) or set(stored) != {"key", "digest", "rows", "seconds"}:
+        raise CellFileError("not a cell file of this version (a table of `key`, `digest`, `rows`, `seconds`)")
+    seconds = stored["seconds"]
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+        raise CellFileError(f"its `seconds` must be a number >= 0; got {seconds!r}")
     if stored["key"] != cell.key:
         raise CellFileError(f"holds cell {stored['key']!r}, not {cell.key!r}")
     rows = stored["rows"]
     if stored["digest"] != _digest(rows):
         raise CellFileError("its rows do not match its digest (edited after it was written)")
-    identity = {"key": cell.key, "architecture": cell.architecture, "data": cell.data}
-    identity |= {"width": cell.width, "out": cell.out, "seed": cell.seed}
-    if not isinstance(rows, list) or len(rows) != len(PHASES):
-        raise CellFileError(f"must hold {len(PHASES)} rows, one per phase {PHASES}")
-    for phase, row in zip(PHASES, rows, strict=True):
+    identity = cell_columns(cell)
+    if not isinstance(rows, list) or len(rows) != len(cell.phases):
+        raise CellFileError(f"must hold {len(cell.phases)} rows, one per phase {cell.phases}")
+    for phase, row in zip(cell.phases, rows, strict=True):
         if not isinstance(row, dict) or tuple(row) != ROW_COLUMNS:
             raise CellFileError(f"its {phase!r} row does not have the columns {list(ROW_COLUMNS)}")
         if {k: row[k] for k in identity} != identity or row["phase"] != phase:
@@ -78,8 +90,15 @@ def read_cell(path: Path, cell: Cell) -> list[dict]:
     return rows
 
 
+#: Fields that only change the fits and the report, not what a cell measures: a finished
+#: output directory can be re-reported with other values of these (no cell is measured again).
+REPORT_FIELDS = ("bootstrap", "slope_band", "asymptotic_level", "fit_widths")
+
+
 def _settings(cfg: Config) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=list))
+    """The configuration's measurement settings, as `config.json` records them."""
+    settings = json.loads(json.dumps(dataclasses.asdict(cfg), default=list))
+    return {k: v for k, v in settings.items() if k not in REPORT_FIELDS}
 
 
 def _check_output_dir(cfg: Config, out: Path) -> bool:
@@ -165,13 +184,17 @@ def run_sweep(
                 f"nt-pntk validate: {path} failed its check: {e}; measuring that cell again.", file=sys.stderr
             )
             todo.append(cell)
+    # Seed by seed across the sweeps: a run cut short has every sweep's widths, with fewer seeds.
+    todo.sort(key=lambda c: c.seed)
     bar = tqdm(
         total=len(cells), initial=len(cells) - len(todo), desc="cells", unit="cell", disable=not progress
     )
     for cell in todo:
         bar.set_postfix_str(cell.key)
         path = cells_dir / f"{cell.key}.json"
-        files.atomic_write(path, cell_text(cell, measure_cell(cell, cfg)))
+        start = time.perf_counter()
+        rows = measure_cell(cell, cfg)
+        files.atomic_write(path, cell_text(cell, rows, time.perf_counter() - start))
         try:  # read back as a resumed run would: the same numbers, and a check of the measurement's rows
             rows_of[cell.key] = read_cell(path, cell)
         except CellFileError as e:
