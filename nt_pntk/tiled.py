@@ -11,10 +11,26 @@ from typing import Any
 from nt_pntk._src import checks
 from nt_pntk._src.kernels.approximations import PNTK, EmpiricalKernelFn, Trace
 from nt_pntk._src.kernels.features import NotAGramKernel
-from nt_pntk._src.tiled.kernel_matrix import kernel_matrix
+from nt_pntk._src.tiled.kernel_matrix import (
+    KernelMatrixPlan,
+    KernelMatrixStats,
+    kernel_matrix,
+    plan_kernel_matrix,
+)
 from nt_pntk._src.tiled.planning import format_bytes, parse_bytes
+from nt_pntk._src.tiled.routes import Choice, Estimate
 
-__all__ = ["NotAGramKernel", "format_bytes", "kernel_matrix", "parse_bytes"]
+__all__ = [
+    "Choice",
+    "Estimate",
+    "KernelMatrixPlan",
+    "KernelMatrixStats",
+    "NotAGramKernel",
+    "format_bytes",
+    "kernel_matrix",
+    "parse_bytes",
+    "plan_kernel_matrix",
+]
 
 
 def with_jacobian_features(

@@ -10,4 +10,6 @@ ruff format --check .
 bash scripts/wheel_smoke.sh
 python -m pytest tests/benchmarks --benchmark-disable -q
 bash asv_bench/ci.sh
+bash scripts/docs.sh  # the API reference (warnings are errors) and its docstrings' examples
+python asv_bench/xla_gate.py check  # XLA's FLOPs/bytes of the kernels vs asv_bench/xla_baseline.json
 python -m pytest "$@"

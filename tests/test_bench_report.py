@@ -289,13 +289,92 @@ def test_resolve_commit(results_dir):
         br.resolve_commit(frame, "ccc")
 
 
-def test_newest_result_of_a_commit_wins(tmp_path):
-    write_results(tmp_path, COMMIT_A, 1, synthetic_figures(), env="old")
-    write_results(tmp_path, COMMIT_A, 2, synthetic_figures(entk_time_factor=2.0), env="new")
+def _entk_base_time(frame, **where) -> list[float]:
+    rows = frame[(frame["metric"] == "time") & (frame["kernel"] == "entk") & (frame["implementation"] == "1")]
+    rows = rows[(rows["n"] == 16) & (rows["out"] == 10) & (rows["width"] == 128)]
+    for column, value in where.items():
+        rows = rows[rows[column] == value]
+    return rows["value"].tolist()
+
+
+def test_newest_result_of_a_commit_and_environment_wins(tmp_path):
+    old = write_results(tmp_path, COMMIT_A, 1, synthetic_figures())
+    old.rename(old.with_name("older-run.json"))  # another run in the same environment
+    write_results(tmp_path, COMMIT_A, 2, synthetic_figures(entk_time_factor=2.0))
     frame = br.prepare(br.load_results(tmp_path))
-    entk = frame[(frame["metric"] == "time") & (frame["kernel"] == "entk") & (frame["implementation"] == "1")]
-    point = entk[(entk["n"] == 16) & (entk["out"] == 10) & (entk["width"] == 128)]
-    assert point["value"].item() == pytest.approx(2.0 * _power(BASE, TIME_EXPONENTS["entk"], 1e-6))
+    assert _entk_base_time(frame) == [pytest.approx(2.0 * _power(BASE, TIME_EXPONENTS["entk"], 1e-6))]
+
+
+VENV = "virtualenv-py3.11"
+
+
+def _figures_in_a_slower_environment(time_factor: float) -> dict:
+    """`synthetic_figures` as another environment measures them: every time `time_factor` times
+    larger, and a process (reference included) 100 MiB larger."""
+    figures = synthetic_figures(entk_time_factor=time_factor, pntk_time_factor=time_factor)
+    for name, (kind, unit, names, params, values) in list(figures.items()):
+        if kind == "peakmemory":
+            figures[name] = (kind, unit, names, params, [v + 100 * 2**20 for v in values])
+    return figures
+
+
+@pytest.fixture
+def two_environments(tmp_path: Path) -> Path:
+    """Commits A and B, each measured in two environments; B's times are 1.5 times A's in both."""
+    directory = tmp_path / "results"
+    write_results(directory, COMMIT_A, 1_000, synthetic_figures(), env="existing")
+    write_results(directory, COMMIT_A, 1_500, _figures_in_a_slower_environment(2.0), env=VENV)
+    write_results(directory, COMMIT_B, 2_000, synthetic_figures(entk_time_factor=1.5, pntk_time_factor=1.5))
+    write_results(directory, COMMIT_B, 2_500, _figures_in_a_slower_environment(3.0), env=VENV)
+    return directory
+
+
+def test_environments_of_one_commit_are_kept_apart(two_environments):
+    frame = br.prepare(br.load_results(two_environments))
+    assert br.environments(frame) == ["existing", VENV]
+    base = _power(BASE, TIME_EXPONENTS["entk"], 1e-6)
+    assert _entk_base_time(frame, commit=COMMIT_A, env="existing") == [pytest.approx(base)]
+    assert _entk_base_time(frame, commit=COMMIT_A, env=VENV) == [pytest.approx(2.0 * base)]
+    # Each environment's peaks minus its own reference: the same kernel figures in both.
+    peaks = frame[(frame["metric"] == "peakmem") & (frame["suite"] == "fc") & (frame["commit"] == COMMIT_A)]
+    assert len(peaks) == 2 * 2 * len(_points())
+    expected = [_power(p, PEAK_EXPONENTS[k], 2**16) for k in ("entk", "pntk") for p in _points()]
+    for env in ("existing", VENV):
+        np.testing.assert_allclose(peaks[peaks["env"] == env]["value"], expected)
+    fits = br.fit_exponents(frame, commit=COMMIT_A)
+    assert set(fits["env"]) == {"existing", VENV}
+    time_fits = fits[(fits["metric"] == "time") & (fits["suite"] == "fc")]
+    assert len(time_fits) == 2 * 2 * 2 * 3  # env × kernel × implementation × axis
+    table = br.exponent_table(fits)
+    assert table.index.names[0] == "env"
+
+
+def test_comparison_pairs_figures_of_the_same_environment(two_environments):
+    frame = br.prepare(br.load_results(two_environments))
+    table = br.compare(frame, COMMIT_A, COMMIT_B, threshold=1.2)
+    time = table[(table["metric"] == "time") & (table["suite"] == "fc")]
+    assert len(time) == 2 * 2 * 2 * len(_points())  # each figure once per environment
+    np.testing.assert_allclose(time["ratio"], 1.5)
+    assert set(time["env"]) == {"existing", VENV}
+    one = br.compare(
+        br.prepare(br.select_environment(br.load_results(two_environments), VENV)), COMMIT_A, COMMIT_B
+    )
+    assert set(one["env"]) == {VENV} and len(one[one["metric"] == "time"]) == 2 * 2 * len(_points()) + 3
+
+
+def test_cli_env_option(two_environments, capsys):
+    argv = ["bench-report", "--results", str(two_environments), "--plots", ""]
+    assert cli.main([*argv, "--env", "nosuch"]) == 2
+    err = _error_line(capsys)
+    assert f"--env nosuch: no results of environment 'nosuch'; the results have ['existing', '{VENV}']" in err
+    assert cli.main([*argv, "--compare", COMMIT_A[:8], COMMIT_B[:8]]) == 0
+    out = capsys.readouterr().out
+    assert f"asv environments: existing, {VENV}; each reported apart" in out
+    # 2 environments × 32 FC times (kernel × implementation × point), each 1.5 times slower.
+    assert "64 worse (ratio > 1.2)" in out
+    assert cli.main([*argv, "--env", VENV, "--compare", COMMIT_A[:8], COMMIT_B[:8]]) == 0
+    out = capsys.readouterr().out
+    assert "asv environments" not in out and "32 worse (ratio > 1.2)" in out
 
 
 def test_format_value():

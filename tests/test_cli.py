@@ -343,17 +343,18 @@ def test_console_script_sigint_on_a_long_job(tmp_path):
     argv += ["--no-progress", "--output", str(output)]
 
     # A shell runs background jobs with SIGINT ignored, and a child inherits that (pytest started
-    # with `cmd &`): the child gets the default disposition back, as in a terminal.
-    def interruptible() -> None:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-
+    # with `cmd &`): a small launcher restores the default disposition, as in a terminal, and execs
+    # the command. Not `preexec_fn`: it forces a fork of this multithreaded (JAX) process.
+    launcher = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
     # `with` closes the pipes whatever happens (an early failure must not leak them).
     with subprocess.Popen(
-        argv,
+        [sys.executable, "-c", launcher, *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=interruptible,
         env=CHECKOUT_ENV,
     ) as child:
         try:
@@ -558,3 +559,32 @@ def test_kernel_command_writes_the_kernel(tmp_path, capsys, kernel):
     np.testing.assert_allclose(value, expected, rtol=0, atol=3e-5 * np.abs(expected).max())
     other = _reference_kernels(np.load(x), 3)["trace" if kernel == "pntk" else "pntk"]
     assert np.abs(value - other).max() > 1e-3 * np.abs(other).max()  # the two kernels differ here
+
+
+@pytest.mark.parametrize(
+    ("implementation", "route"), [("3", "structured"), ("1", "rows"), ("2", "direct(2)")]
+)
+def test_kernel_plan_prints_the_route_and_writes_nothing(tmp_path, capsys, implementation, route):
+    x = tiny_inputs(tmp_path, n=40)
+    argv = ["kernel", "--width", "64", "--depth", "2", "--input", x, "--implementation", implementation]
+    before = sorted(tmp_path.iterdir())
+    assert cli.main([*argv, "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert f"route: {route} (implementation=" in out
+    assert "kernel 40×40" in out and "per device" in out
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_kernel_auto_plan_compares_the_feature_routes(tmp_path, capsys):
+    x = tiny_inputs(tmp_path, n=40)
+    assert cli.main(["kernel", "--width", "64", "--depth", "2", "--input", x, "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "(AUTO: the cheapest by XLA's cost analysis)" in out
+    assert re.search(r"\* structured +[0-9.e+-]+ s \(features", out)  # 64-wide layers: factors win
+    assert re.search(r"\n +rows +[0-9.e+-]+ s \(features", out)
+
+
+def test_kernel_without_output_or_plan(tmp_path, capsys):
+    x = tiny_inputs(tmp_path, n=4)
+    assert cli.main(["kernel", "--input", x]) == 2
+    assert "--output is required" in error_line(capsys)

@@ -194,6 +194,9 @@ class Compiled:
     def memory(self) -> dict[str, int]:
         return memory_figures(self.compiled)
 
+    def xla_figures(self) -> dict[str, float]:
+        return xla_figures(self.compiled)
+
 
 def memory_figures(compiled: Any) -> dict[str, int]:
     """XLA's memory analysis (`nt_pntk._src.measure.memory_analysis`) in bytes, deterministic for a
@@ -212,6 +215,21 @@ def memory_figures(compiled: Any) -> dict[str, int]:
     }
     figures = {key: int(getattr(analysis, attr, 0) or 0) for key, attr in names.items()}
     figures["total"] = measure.peak_bytes(compiled)
+    return figures
+
+
+def xla_figures(compiled: Any) -> dict[str, float]:
+    """What the ``*Xla`` benchmarks track and ``asv_bench/xla_gate.py`` compares, from the compiled
+    program alone (nothing runs): `memory_figures` plus XLA's cost analysis
+    (`nt_pntk._src.measure.cost_analysis`), ``flops`` and ``bytes_accessed``. Deterministic for a
+    given XLA, so a change means the computation changed, whatever the machine's load."""
+    from nt_pntk._src import measure
+
+    cost = measure.cost_analysis(compiled)
+    figures: dict[str, float] = dict(memory_figures(compiled))
+    for name, key in (("flops", "flops"), ("bytes_accessed", "bytes accessed")):
+        if key in cost:
+            figures[name] = float(cost[key])
     return figures
 
 

@@ -13,7 +13,9 @@ grid point (N, O, width; one axis varies at a time, see ``_common.SWEEPS``):
   measures that baseline and ``nt-pntk bench-report`` subtracts it;
 * ``<Model>Xla.track_temp_bytes`` / ``track_total_bytes``: XLA's compiled memory figures
   (``jit(...).lower(...).compile().memory_analysis()``): scratch bytes, and scratch +
-  arguments + output. Deterministic; they change only when the computation does.
+  arguments + output; ``track_flops`` / ``track_bytes_accessed``: XLA's cost analysis of
+  the same program (``compiled.cost_analysis()``). Deterministic; they change only when
+  the computation does (``asv_bench/xla_gate.py`` holds them to a committed baseline).
 
 ``setup_cache`` (shared by all classes here) compiles every kernel once into a JAX
 persistent compilation cache in asv's cache directory and records XLA's figures; the
@@ -46,7 +48,7 @@ class _KernelCache:
                             continue
                         axes = _common.parse_point(point)
                         compiled = _common.Compiled(model, kernel, implementation, **axes)
-                        figures[model, kernel, implementation, point] = compiled.memory()
+                        figures[model, kernel, implementation, point] = compiled.xla_figures()
                         del compiled
                 jax.clear_caches()
         return figures
@@ -95,6 +97,14 @@ class _Xla(_KernelCache):
 
     def track_total_bytes(self, cache, kernel, implementation, point):
         return cache[self.model, kernel, implementation, point]["total"]
+
+    def track_flops(self, cache, kernel, implementation, point):
+        return cache[self.model, kernel, implementation, point]["flops"]
+
+    track_flops.unit = "flops"  # asv reads a benchmark's unit from the function before the class
+
+    def track_bytes_accessed(self, cache, kernel, implementation, point):
+        return cache[self.model, kernel, implementation, point]["bytes_accessed"]
 
 
 def _params(model: str, *, implementations: tuple[int, ...] | None = None) -> list[list]:

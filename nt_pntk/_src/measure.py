@@ -8,6 +8,7 @@ so that every figure the package prints is measured the same way.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import statistics
@@ -151,3 +152,45 @@ def cost_analysis(compiled: Any) -> dict[str, float]:
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0] if analysis else {}
     return dict(analysis or {})
+
+
+@dataclasses.dataclass(frozen=True)
+class MachineRates:
+    """This machine's float32 matmul rate and memory bandwidth, as measured by `machine_rates`."""
+
+    flops_per_s: float
+    bytes_per_s: float
+
+
+@functools.cache
+def machine_rates() -> MachineRates:
+    """The default device's dense float32 matmul rate (a 1024² product) and copy bandwidth (64 MiB),
+    each the best of 3 warm runs; measured once per process (about 0.2 s)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((1024, 1024), jnp.float32)
+    big = jnp.ones((16 * 2**20,), jnp.float32)
+    matmul = jax.jit(lambda m: m @ m).lower(a).compile()
+    copy = jax.jit(lambda v: v * 2.0).lower(big).compile()
+    matmul_s = min(_seconds(matmul, a) for _ in range(3))
+    copy_s = min(_seconds(copy, big) for _ in range(3))
+    return MachineRates(2 * 1024**3 / matmul_s, 2 * big.nbytes / copy_s)
+
+
+def _seconds(compiled: Any, *args: Any) -> float:
+    import jax
+
+    jax.block_until_ready(compiled(*args))
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    return time.perf_counter() - start
+
+
+def estimated_seconds(program: Any) -> float:
+    """A program's run time predicted from XLA's cost analysis and `machine_rates`: FLOPs at the
+    matmul rate plus bytes at the copy bandwidth (`program`: compiled, or lowered only)."""
+    analysis = cost_analysis(program)
+    rates = machine_rates()
+    flops, moved = analysis.get("flops", 0.0), analysis.get("bytes accessed", 0.0)
+    return flops / rates.flops_per_s + moved / rates.bytes_per_s

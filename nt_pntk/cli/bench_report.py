@@ -2,15 +2,21 @@
 
 Reads asv's results (``asv_bench/results``, written by ``asv_bench/run.sh``), fits
 ``log figure = exponent · log x + c`` for every metric (``time``; ``peakmem``, the
-process's peak RSS minus the reference process; XLA's ``temp_bytes``, ``total_bytes``),
-model or suite, kernel and implementation along each axis x in (N, O, width), the other
-two held fixed, and prints the exponents with the fit quality R² (two-point fits have
-none). Expected: the pNTK's exponent in O near 0, the full eNTK's between 1 and 2.
+process's peak RSS minus the reference process; XLA's ``temp_bytes``, ``total_bytes``,
+``flops``, ``bytes_accessed``), model or suite, kernel and implementation along each axis
+x in (N, O, width), the other two held fixed, and prints the exponents with the fit
+quality R² (two-point fits have none). Expected: the pNTK's exponent in O near 0, the full
+eNTK's between 1 and 2.
 
 ``--compare BASELINE CONTENDER`` (two commits, hashes or prefixes) prints the ratio
 contender / baseline of every figure measured in both, flags those above ``--threshold``
 (worse) or below its inverse (better), and the exponents' changes; ``--strict`` makes
 the command exit with 1 when a figure got worse.
+
+asv environments are kept apart, as ``asv compare`` does: the same commit measured in two
+environments (``asv run -E existing:...`` and a virtualenv, or two Python versions) gives two
+sets of figures, fitted and compared each on its own (an ``env`` column says which), never
+merged. ``--env NAME`` reports one environment only.
 """
 
 from __future__ import annotations
@@ -45,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="asv's results directory (default: asv_bench/results of this checkout)",
     )
     parser.add_argument("--machine", default=None, help="only this asv machine's results (default: all)")
+    parser.add_argument(
+        "--env",
+        default=None,
+        help="only this asv environment's results (default: every environment, each reported apart)",
+    )
     parser.add_argument("--commit", default=None, help="the commit to fit (hash or prefix; default: newest)")
     parser.add_argument(
         "--compare",
@@ -64,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metric",
         action="append",
         default=None,
-        help="only this metric (time, peakmem, temp_bytes, total_bytes...); repeatable",
+        help="only this metric (time, peakmem, temp_bytes, total_bytes, flops, bytes_accessed); repeatable",
     )
     parser.add_argument(
         "--min-points",
@@ -104,6 +115,11 @@ def run(args: argparse.Namespace) -> int:
     if raw.empty:
         machine = f" of machine {args.machine!r}" if args.machine else ""
         raise ValueError(f"no asv results{machine} under {results_dir} yet. {HOW_TO_MAKE_RESULTS}")
+    if args.env is not None:
+        try:
+            raw = br.select_environment(raw, args.env)
+        except ValueError as e:
+            raise UsageError(f"--env {args.env}: {e}") from e
     frame = br.prepare(raw)
     if args.metric:
         known = sorted(set(frame["metric"]))
@@ -118,6 +134,10 @@ def run(args: argparse.Namespace) -> int:
     fits = br.fit_exponents(frame, commit=commit, min_points=args.min_points)
     n_figures = int((frame["commit"] == commit).sum())
     print(f"asv results: {results_dir} — commit {commit[:8]}, {n_figures} figures")
+    envs = br.environments(frame)
+    several_envs = len(envs) > 1
+    if several_envs:
+        print(f"asv environments: {', '.join(envs)}; each reported apart (pick one with --env NAME)")
     print("Fitted exponents, log figure = exponent · log x + c along each axis (R² in parentheses;")
     print("peakmem = peak RSS minus the reference process; the other axes held at the values in `held`):\n")
     if fits.empty:
@@ -139,6 +159,14 @@ def run(args: argparse.Namespace) -> int:
     if args.compare:
         baseline, contender = (_resolve_commit(br, frame, c, "--compare") for c in args.compare)
         table = br.compare(frame, baseline, contender, threshold=args.threshold)
+        if table.empty:
+            in_baseline = br.environments(frame[frame["commit"] == baseline])
+            in_contender = br.environments(frame[frame["commit"] == contender])
+            if not set(in_baseline) & set(in_contender):
+                print(
+                    f"\nNo environment measured both commits: {baseline[:8]} has {in_baseline}, "
+                    f"{contender[:8]} has {in_contender}; figures of different environments are not compared."
+                )
         worse = int((table["flag"] == "worse").sum())
         better = int((table["flag"] == "better").sum())
         print(
@@ -157,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
             units = frame.drop_duplicates("benchmark").set_index("benchmark")["unit"]
             printable = pd.DataFrame(
                 {
+                    **({"env": shown["env"]} if several_envs else {}),
                     "metric": shown["metric"],
                     "suite": shown["suite"],
                     "kernel": shown["kernel"],

@@ -1,8 +1,11 @@
 """A network's pNTK (or NT's trace kernel) on a dataset with `nt_pntk.tiled.kernel_matrix`: resumable.
 
 The network is a zoo model (``--model fc --width 512 --outputs 10``) or your own
-``--function module:function`` returning ``(init_fn, apply_fn)`` (a stax triple
-works too); its parameters are ``init_fn(PRNGKey(--seed), ...)``. The inputs are
+``--function module:function``, a function of no arguments returning either
+``(init_fn, apply_fn)`` (a stax triple works too; the parameters are then
+``init_fn(PRNGKey(--seed), ...)``) or ``(apply_fn, params)``, a network with its
+parameters, as `nt_pntk.from_linen`, `nt_pntk.from_nnx` and
+`nt_pntk.from_equinox` return it for a flax or equinox model. The inputs are
 a ``.npy`` file of examples along axis 0 (``--input``), or the digits
 (8×8×1 images, standardized): ``--n`` examples, a random subset of the 1,797
 digits, or for ``--n`` above 1,797 the digits repeated, each copy after the
@@ -20,12 +23,15 @@ Example::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import inspect
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--function",
         default=None,
         metavar="MODULE:FUNCTION",
-        help="instead of --model: a function of no arguments returning (init_fn, apply_fn)",
+        help="instead of --model: a function of no arguments returning (init_fn, apply_fn), or "
+        "(apply_fn, params) as nt_pntk.from_linen / from_nnx / from_equinox return",
     )
     model.add_argument(
         "--kernel",
@@ -70,8 +77,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"number of examples: the first N of --input, or N digits (augmented above {DIGITS}); "
         f"default: all of --input, or {DIGITS} digits",
     )
+    model.add_argument(
+        "--implementation",
+        type=int,
+        choices=(0, 1, 2, 3),
+        default=0,
+        help="NT's implementation, which sets kernel_matrix's route: 1 Jacobian rows, 2 NTK-vector "
+        "products (tiled directly), 3 structured derivatives (dense layers as factors), 0 AUTO: the "
+        "cheapest of rows and structured by XLA's cost analysis (default: 0)",
+    )
     out = parser.add_argument_group("output")
-    out.add_argument("--output", type=Path, required=True, help="the kernel's path: .npy or .zarr")
+    out.add_argument("--output", type=Path, default=None, help="the kernel's path: .npy or .zarr (required)")
+    out.add_argument(
+        "--plan",
+        action="store_true",
+        help="print how the kernel would be computed (route, estimates, tiles, memory) and exit: "
+        "compiles, computes nothing, writes nothing (--output not needed)",
+    )
     out.add_argument("--memory-budget", default=None, help="e.g. 2GiB (default: half the available memory)")
     out.add_argument(
         "--tile-size", type=int, default=None, help="tile side (default: chosen from the budget)"
@@ -93,27 +115,36 @@ def _kernel_name(value: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     # The arguments are checked before JAX is imported: a usage error costs no start-up.
-    check_output(args.output)
+    if not args.plan:
+        if args.output is None:
+            raise UsageError("--output is required (the kernel path, .npy or .zarr) unless --plan is given")
+        check_output(args.output)
     x = load_inputs(args.input, args.n, args.seed)
-
-    import jax
 
     from nt_pntk import tiled
     from nt_pntk._src.kernels import approximations
 
-    init_fn, apply_fn, name = load_network(args)
+    network = load_network(args)
+    apply_fn, name = network.apply_fn, network.name
     if not args.function:
         check_input_rank(args.model, x.shape)
-    try:
-        _, params = init_fn(jax.random.PRNGKey(args.seed), (-1, *x.shape[1:]))
-    except (ValueError, TypeError, IndexError) as e:
-        # stax fails deep inside a layer (an IndexError for a conv on flat inputs): say which pairing failed.
-        raise UsageError(
-            f"{name} cannot take inputs of shape {x.shape[1:]} (one example): its init_fn failed with "
-            f"{type(e).__name__}: {e}. Pass inputs of the shape the network expects."
-        ) from e
+    if network.params is not None:
+        params = network.params
+        check_takes_inputs(network, x)
+    else:
+        params = _init_params(network, args.seed, x.shape)
     approximation = approximations.PNTK() if args.kernel == "pntk" else approximations.Trace()
-    fn = approximation.kernel_fn(apply_fn, vmap_axes=0)
+    fn = approximation.kernel_fn(apply_fn, vmap_axes=0, implementation=args.implementation)
+    if args.plan:
+        print(f"{args.kernel} of {name} on {x.shape[0]} inputs of shape {x.shape[1:]}", flush=True)
+        try:
+            plan = tiled.plan_kernel_matrix(
+                fn, x, None, params, memory_budget=args.memory_budget, tile_size=args.tile_size
+            )
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+        print(plan)
+        return 0
     print(
         f"{args.kernel} of {name} on {x.shape[0]} inputs of shape {x.shape[1:]} -> {args.output}", flush=True
     )
@@ -138,6 +169,44 @@ def run(args: argparse.Namespace) -> int:
         raise
     print(f"{k.shape} {k.dtype} kernel in {args.output} ({time.perf_counter() - start:.1f} s)")
     return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """A network to take the kernel of: ``apply_fn`` with either ``init_fn`` or its ``params``."""
+
+    apply_fn: Callable
+    name: str
+    init_fn: Callable | None = None
+    params: Any = None
+
+
+def _init_params(network: Network, seed: int, shape: tuple[int, ...]) -> Any:
+    """The parameters ``init_fn(PRNGKey(seed), (-1, *example_shape))``; a UsageError if the shapes clash."""
+    import jax
+
+    try:
+        _, params = network.init_fn(jax.random.PRNGKey(seed), (-1, *shape[1:]))
+    except (ValueError, TypeError, IndexError) as e:
+        # stax fails deep inside a layer (an IndexError for a conv on flat inputs): say which pairing failed.
+        raise UsageError(
+            f"{network.name} cannot take inputs of shape {shape[1:]} (one example): its init_fn failed with "
+            f"{type(e).__name__}: {e}. Pass inputs of the shape the network expects."
+        ) from e
+    return params
+
+
+def check_takes_inputs(network: Network, x: np.ndarray) -> None:
+    """A network given with its parameters, traced on one example (no compute) before any work."""
+    import jax
+
+    try:
+        jax.eval_shape(network.apply_fn, network.params, x[:1])
+    except Exception as e:  # any failure of the user's network on one example is theirs to fix
+        raise UsageError(
+            f"{network.name} cannot take inputs of shape {x.shape[1:]} (one example): its apply_fn failed "
+            f"with {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
 
 
 def check_output(path: Path) -> None:
@@ -221,7 +290,7 @@ def digits(n: int, seed: int = 0) -> np.ndarray:
     return np.concatenate(copies)[:n]
 
 
-def load_network(args: argparse.Namespace) -> tuple:
+def load_network(args: argparse.Namespace) -> Network:
     if args.function:
         return load_function(args.function)
     from nt_pntk._src.experiments import models
@@ -232,11 +301,12 @@ def load_network(args: argparse.Namespace) -> tuple:
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from e
     depth = f", depth {args.depth}" if args.depth is not None else ""
-    return model.init_fn, model.apply_fn, f"{args.model} (width {args.width}{depth}, {args.outputs} outputs)"
+    name = f"{args.model} (width {args.width}{depth}, {args.outputs} outputs)"
+    return Network(model.apply_fn, name, init_fn=model.init_fn)
 
 
-def load_function(spec: str) -> tuple:
-    """``(init_fn, apply_fn, spec)`` from ``--function module:function``."""
+def load_function(spec: str) -> Network:
+    """The network of ``--function module:function``: ``(init_fn, apply_fn)`` or ``(apply_fn, params)``."""
     module_name, _, function_name = spec.partition(":")
     if not module_name or not function_name:
         raise UsageError(f"--function must be MODULE:FUNCTION, e.g. mymodels:build; got {spec!r}")
@@ -257,18 +327,29 @@ def load_function(spec: str) -> tuple:
         what = "has no attribute" if function is None else "has a non-callable"
         raise UsageError(
             f"module {module_name!r} ({getattr(module, '__file__', '?')}) {what} {function_name!r} named in "
-            f"--function {spec!r}; pass a function of no arguments that returns (init_fn, apply_fn)"
+            f"--function {spec!r}; pass a function of no arguments that returns (init_fn, apply_fn) or "
+            "(apply_fn, params)"
         )
     try:
         inspect.signature(function).bind()
     except TypeError as e:  # a function that needs arguments (a signature-less builtin passes)
         raise UsageError(
-            f"--function {spec!r} must name a function of no arguments returning (init_fn, apply_fn); "
+            f"--function {spec!r} must name a function of no arguments returning (init_fn, apply_fn) or "
+            "(apply_fn, params); "
             f"{function_name} needs some: {e}"
         ) from e
     except ValueError:  # no signature to inspect: call it and see
         pass
-    network = function()
+    try:
+        network = function()
+    # The user's builder failing, e.g. nt_pntk.from_nnx refusing a module in training mode.
+    except (ImportError, TypeError, ValueError) as e:
+        raise UsageError(f"{spec}() failed with {type(e).__name__}: {e}") from e
+    if isinstance(network, tuple) and len(network) == 2 and callable(network[0]) and not callable(network[1]):
+        return Network(network[0], spec, params=network[1])  # (apply_fn, params), e.g. from nt_pntk.from_nnx
     if not isinstance(network, tuple) or len(network) < 2 or not all(map(callable, network[:2])):
-        raise UsageError(f"{spec}() must return (init_fn, apply_fn); got {type(network).__name__}")
-    return network[0], network[1], spec
+        raise UsageError(
+            f"{spec}() must return (init_fn, apply_fn); got {type(network).__name__}. A network with its "
+            "parameters returns (apply_fn, params), as nt_pntk.from_linen, from_nnx and from_equinox do"
+        )
+    return Network(network[1], spec, init_fn=network[0])

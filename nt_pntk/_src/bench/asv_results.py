@@ -20,8 +20,14 @@ some hundreds of MB included. Each is reduced by its reference: ``peakmem_refere
 of the same class and parameters where the class has one, otherwise
 ``PeakMemReference.peakmem_reference`` of the same ``model`` (suite).
 
+Environments are kept apart, as ``asv compare`` does: asv names each environment (``env``,
+e.g. ``virtualenv-py3.11`` or ``existing-py_..._python``) and the same commit measured in two
+of them gives two sets of figures, never merged. Duplicates are dropped, references
+subtracted, exponents fitted and commits compared within one environment; `environments`
+lists them and `select_environment` keeps one.
+
 `fit_exponents` fits ``log value = a · log x + c`` along each axis x in (N, O, width) for
-every (metric, suite, kernel, implementation), over the points where the other two axes
+every (env, metric, suite, kernel, implementation), over the points where the other two axes
 are held at one value (the sweep with the most distinct x), with R². `compare` gives the
 ratio contender / baseline of every figure measured in both commits, flagged above a
 threshold (for every metric here, larger is worse).
@@ -206,13 +212,30 @@ def _benchmark_rows(
 
 
 def latest_per_commit(frame: pd.DataFrame) -> pd.DataFrame:
-    """Where a commit has results from several runs or environments: the newest of each figure."""
+    """Where a commit has results from several runs in one environment: the newest of each figure.
+    Results of different environments (``env``) stay apart: each is its own measurement."""
     if frame.empty:
         return frame
     frame = frame.sort_values("date", kind="stable")
-    return frame.drop_duplicates(["commit", "machine", "benchmark", "params"], keep="last").reset_index(
-        drop=True
-    )
+    return frame.drop_duplicates(
+        ["commit", "machine", "env", "benchmark", "params"], keep="last"
+    ).reset_index(drop=True)
+
+
+def environments(frame: pd.DataFrame) -> list[str]:
+    """The asv environments (``env``) of `frame`, sorted."""
+    return sorted(set(frame["env"]))
+
+
+def select_environment(frame: pd.DataFrame, env: str) -> pd.DataFrame:
+    """The rows of `frame` measured in asv environment `env`.
+
+    Raises:
+      ValueError: no results of `env`; the message lists the environments there are.
+    """
+    if env not in set(frame["env"]):
+        raise ValueError(f"no results of environment {env!r}; the results have {environments(frame)}")
+    return frame[frame["env"] == env].reset_index(drop=True)
 
 
 def subtract_references(frame: pd.DataFrame) -> pd.DataFrame:
@@ -223,13 +246,16 @@ def subtract_references(frame: pd.DataFrame) -> pd.DataFrame:
     is_reference = is_peak & (frame["function"] == "peakmem_reference")
     peaks = frame[is_peak & ~is_reference].copy()
     references = frame[is_reference]
-    same_class = references[["commit", "machine", "class", "params", "value"]].rename(
+    # A reference process of the same commit, machine and environment only.
+    same_class = references[["commit", "machine", "env", "class", "params", "value"]].rename(
         columns={"value": "same_class"}
     )
     suite_refs = references[references["benchmark"].str.endswith(REFERENCE_SUITE_BENCHMARK)]
-    by_suite = suite_refs[["commit", "machine", "suite", "value"]].rename(columns={"value": "by_suite"})
-    peaks = peaks.merge(same_class, on=["commit", "machine", "class", "params"], how="left")
-    peaks = peaks.merge(by_suite, on=["commit", "machine", "suite"], how="left")
+    by_suite = suite_refs[["commit", "machine", "env", "suite", "value"]].rename(
+        columns={"value": "by_suite"}
+    )
+    peaks = peaks.merge(same_class, on=["commit", "machine", "env", "class", "params"], how="left")
+    peaks = peaks.merge(by_suite, on=["commit", "machine", "env", "suite"], how="left")
     peaks["reference"] = peaks["same_class"].fillna(peaks["by_suite"])
     peaks = peaks.drop(columns=["same_class", "by_suite"])
     peaks["value"] = peaks["value"] - peaks["reference"]
@@ -298,7 +324,7 @@ def sweep(group: pd.DataFrame, axis: str) -> pd.DataFrame:
 
 
 def fit_exponents(frame: pd.DataFrame, *, commit: str | None = None, min_points: int = 3) -> pd.DataFrame:
-    """Fitted exponents of every (metric, suite, kernel, implementation) along N, O and width.
+    """Fitted exponents of every (env, metric, suite, kernel, implementation) along N, O and width.
 
     Args:
       frame: `prepare`'s output.
@@ -307,14 +333,14 @@ def fit_exponents(frame: pd.DataFrame, *, commit: str | None = None, min_points:
         exactly; a peak memory at or below its reference's is not usable).
 
     Returns:
-      One row per fit: ``metric, suite, kernel, implementation, axis, exponent, r2,
+      One row per fit: ``env, metric, suite, kernel, implementation, axis, exponent, r2,
       points, x_min, x_max, held`` (the other axes' values); figures that are NaN or
-      not positive are left out of the fit.
+      not positive are left out of the fit. Each asv environment is fitted on its own.
     """
     commit = resolve_commit(frame, commit)
     data = frame[(frame["commit"] == commit) & frame["value"].notna() & (frame["value"] > 0)]
     rows = []
-    for key, group in data.groupby(list(KEY_COLUMNS), sort=True):
+    for key, group in data.groupby(["env", *KEY_COLUMNS], sort=True):
         for axis in AXES:
             raw = sweep(group, axis)
             if raw.empty or raw[axis].nunique() < max(2, min_points):
@@ -324,7 +350,7 @@ def fit_exponents(frame: pd.DataFrame, *, commit: str | None = None, min_points:
             held = {AXIS_LABELS[a]: int(raw[a].iloc[0]) for a in AXES if a != axis and raw[a].notna().any()}
             rows.append(
                 {
-                    **dict(zip(KEY_COLUMNS, key, strict=True)),
+                    **dict(zip(["env", *KEY_COLUMNS], key, strict=True)),
                     "axis": AXIS_LABELS[axis],
                     "exponent": exponent,
                     "r2": r2,
@@ -335,13 +361,13 @@ def fit_exponents(frame: pd.DataFrame, *, commit: str | None = None, min_points:
                 }
             )
     return pd.DataFrame(
-        rows, columns=[*KEY_COLUMNS, "axis", "exponent", "r2", "points", "x_min", "x_max", "held"]
+        rows, columns=["env", *KEY_COLUMNS, "axis", "exponent", "r2", "points", "x_min", "x_max", "held"]
     )
 
 
 def exponent_table(fits: pd.DataFrame) -> pd.DataFrame:
-    """`fit_exponents` as one row per (metric, suite, kernel, implementation) and one
-    ``exponent (R²)`` column per axis."""
+    """`fit_exponents` as one row per (metric, suite, kernel, implementation), preceded by the
+    environment where there are several, and one ``exponent (R²)`` column per axis."""
     if fits.empty:
         return pd.DataFrame()
     cells = fits.assign(
@@ -350,7 +376,8 @@ def exponent_table(fits: pd.DataFrame) -> pd.DataFrame:
             for e, r in zip(fits["exponent"], fits["r2"], strict=True)
         ]
     )
-    table = cells.pivot_table(index=list(KEY_COLUMNS), columns="axis", values="cell", aggfunc="first")
+    index = ["env", *KEY_COLUMNS] if fits["env"].nunique() > 1 else list(KEY_COLUMNS)
+    table = cells.pivot_table(index=index, columns="axis", values="cell", aggfunc="first")
     ordered = [AXIS_LABELS[a] for a in AXES if AXIS_LABELS[a] in table.columns]
     return table[ordered].fillna("")
 
@@ -359,8 +386,9 @@ def exponent_table(fits: pd.DataFrame) -> pd.DataFrame:
 
 
 def compare(frame: pd.DataFrame, baseline: str, contender: str, *, threshold: float = 1.2) -> pd.DataFrame:
-    """Every figure measured in both commits: ``ratio = contender / baseline``, ``worse`` when
-    the ratio exceeds `threshold` and ``better`` when it is below 1/`threshold`.
+    """Every figure measured in both commits in the same asv environment: ``ratio = contender /
+    baseline``, ``worse`` when the ratio exceeds `threshold` and ``better`` when it is below
+    1/`threshold`. A figure is paired only with the same environment's (as ``asv compare``).
 
     Args:
       frame: `prepare`'s output.
@@ -368,14 +396,14 @@ def compare(frame: pd.DataFrame, baseline: str, contender: str, *, threshold: fl
       threshold: the factor (> 1) beyond which a change is flagged.
 
     Returns:
-      Columns ``metric, suite, kernel, implementation, n, out, width, benchmark, params,
+      Columns ``env, metric, suite, kernel, implementation, n, out, width, benchmark, params,
       baseline, contender, ratio, flag`` (flag ``worse``, ``better`` or empty), the
       worst ratios first.
     """
     if not threshold > 1:
         raise ValueError(f"`threshold` must be > 1; got {threshold!r}")
     a, b = resolve_commit(frame, baseline), resolve_commit(frame, contender)
-    keys = ["benchmark", "params"]
+    keys = ["env", "benchmark", "params"]
     left = frame[frame["commit"] == a]
     right = frame[frame["commit"] == b][[*keys, "value"]]
     merged = left.merge(right, on=keys, suffixes=("_baseline", "_contender"))
@@ -386,17 +414,17 @@ def compare(frame: pd.DataFrame, baseline: str, contender: str, *, threshold: fl
     merged["flag"] = np.where(
         merged["ratio"] > threshold, "worse", np.where(merged["ratio"] < 1 / threshold, "better", "")
     )
-    columns = [*KEY_COLUMNS, *AXES, "benchmark", "params", "baseline", "contender", "ratio", "flag"]
+    columns = ["env", *KEY_COLUMNS, *AXES, "benchmark", "params", "baseline", "contender", "ratio", "flag"]
     return merged.sort_values("ratio", ascending=False, kind="stable")[columns].reset_index(drop=True)
 
 
 def compare_exponents(
     frame: pd.DataFrame, baseline: str, contender: str, *, min_points: int = 3
 ) -> pd.DataFrame:
-    """The fitted exponents of both commits side by side, with their difference."""
+    """The fitted exponents of both commits side by side (per environment), with their difference."""
     fa = fit_exponents(frame, commit=baseline, min_points=min_points)
     fb = fit_exponents(frame, commit=contender, min_points=min_points)
-    keys = [*KEY_COLUMNS, "axis"]
+    keys = ["env", *KEY_COLUMNS, "axis"]
     merged = fa[[*keys, "exponent"]].merge(
         fb[[*keys, "exponent"]], on=keys, suffixes=("_baseline", "_contender")
     )
@@ -432,8 +460,9 @@ def describe_point(row: Any) -> str:
 def plot_scaling(
     frame: pd.DataFrame, directory: Path | str, *, commit: str | None = None, min_points: int = 3
 ) -> list[Path]:
-    """Log-log plots, one file per (metric, suite): a panel per axis, a line per kernel and
-    implementation, with each fitted exponent in the legend. Returns the files written."""
+    """Log-log plots, one file per (metric, suite), and per environment where there are several
+    (``<metric>_<suite>_<env>.png``): a panel per axis, a line per kernel and implementation, with
+    each fitted exponent in the legend. Returns the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -444,7 +473,8 @@ def plot_scaling(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for (metric, suite), group in data.groupby(["metric", "suite"], sort=True):
+    several = data["env"].nunique() > 1
+    for (env, metric, suite), group in data.groupby(["env", "metric", "suite"], sort=True):
         axes = [a for a in AXES if group[a].notna().any() and group[a].nunique() > 1]
         if not axes:
             continue
@@ -473,10 +503,17 @@ def plot_scaling(
             panel.set_ylabel(f"{metric} ({unit})" if unit else metric)
             panel.grid(True, which="both", alpha=0.3)
             panel.legend(fontsize=7)
-        fig.suptitle(f"{suite}: {metric} vs N, O, width (commit {commit[:8]}; legend: fitted exponent)")
+        where = f", env {env}" if several else ""
+        fig.suptitle(
+            f"{suite}: {metric} vs N, O, width (commit {commit[:8]}{where}; legend: fitted exponent)"
+        )
         fig.tight_layout()
-        path = directory / f"{metric}_{suite}.png"
+        path = directory / (f"{metric}_{suite}_{_file_safe(env)}.png" if several else f"{metric}_{suite}.png")
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _file_safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "env"

@@ -153,15 +153,31 @@ class EmpiricalKernelFn:
             check_output_sizes(self.f, x1, x2, params, apply_fn_kwargs, paired, self.diagonal_axes)
         return self._ntk_fn(x1, x2, params, **apply_fn_kwargs)
 
-    def features_fn(self) -> Callable[..., list[jax.Array]]:
+    def features_fn(self, *, structured: bool = False) -> Callable[..., list]:
         """Per-example Gram features ``F(x, params, **kw)``: ``fn(x1, x2) = Σ_l F_l(x1) F_l(x2)ᵀ``.
+
+        With ``structured=True`` a dense layer's parameters come as a pair of
+        factors ``(A, D)``, their share of the kernel ``(A Aᵀ) ⊙ (D Dᵀ)`` (see
+        `nt_pntk._src.kernels.structured`): far fewer numbers per example.
 
         Raises (when the returned function is called) `NotAGramKernel` where the
         kernel is not such a Gram matrix: an output axis left in the kernel (not
         traced, or diagonal), or a PyTree output.
         """
+        wrapped = self._wrapped
         return features.gram_features_fn(
-            self._wrapped.g, self._wrapped.trace_axes, self.diagonal_axes, self.vmap_axes
+            wrapped.g, wrapped.trace_axes, self.diagonal_axes, self.vmap_axes, structured=structured
+        )
+
+    def with_implementation(self, implementation: nt.NtkImplementation | int) -> EmpiricalKernelFn:
+        """The same kernel, computed by another NT implementation."""
+        return EmpiricalKernelFn(
+            self.approximation,
+            self.f,
+            self.trace_axes,
+            self.diagonal_axes,
+            self.vmap_axes,
+            checks.implementation(implementation),
         )
 
     def describe(self) -> dict[str, str]:

@@ -34,8 +34,13 @@ class NotAGramKernel(ValueError):
 
 
 def gram_features_fn(
-    g: Callable, trace_axes: tuple[int, ...], diagonal_axes: tuple[int, ...], vmap_axes: Any
-) -> Callable[..., list[jax.Array]]:
+    g: Callable,
+    trace_axes: tuple[int, ...],
+    diagonal_axes: tuple[int, ...],
+    vmap_axes: Any,
+    *,
+    structured: bool = False,
+) -> Callable[..., list]:
     """``features(x, params, **apply_fn_kwargs)``: the per-example Gram features of g's traced NTK.
 
     Args:
@@ -50,10 +55,13 @@ def gram_features_fn(
         examples independently (as every ``stax`` network does, and as any tiling
         of the kernel assumes). An axis outside an input's or the output's rank is
         a `ValueError` when ``features`` is called (NT would take it modulo the rank).
+      structured: the parameters of dense layers as a pair of factors (see
+        `nt_pntk._src.kernels.structured`) instead of their Jacobian rows.
 
     Returns:
-      ``features(x, params, **apply_fn_kwargs)`` returning one ``(B, R·size_l)``
-      array per parameter leaf.
+      ``features(x, params, **apply_fn_kwargs)`` returning one entry per parameter
+      leaf: a ``(B, R·size_l)`` array of Jacobian rows, or (``structured``) a pair
+      ``(A, D)`` whose share of the kernel is ``(A Aᵀ) ⊙ (D Dᵀ)``.
     """
     checks.vmap_axes(vmap_axes)
 
@@ -71,6 +79,10 @@ def gram_features_fn(
                 f"an output of shape {gx.shape} in the kernel"
             )
         count = math.prod(gx.shape[a] for a in traced)
+        if structured:
+            from nt_pntk._src.kernels.structured import structured_features
+
+            return structured_features(g, params, x, apply_fn_kwargs, count, gx.dtype)
         scale = jnp.asarray(1.0 / math.sqrt(count), gx.dtype)
 
         def one_example(x_i: PyTree) -> list[jax.Array]:

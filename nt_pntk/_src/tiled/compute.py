@@ -24,6 +24,7 @@ tile size and cropped afterwards, so there is one compiled shape for any N.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +35,9 @@ from jax.sharding import PartitionSpec as P
 
 from nt_pntk._src import measure
 from nt_pntk._src.tiled import planning, sharding
+
+# Rows of the probe block: the features' shapes and the cost per row and per entry are taken there.
+PROBE_ROWS = 64
 
 PyTree = Any
 Emit = Callable[[int, int, np.ndarray], None]
@@ -65,11 +69,16 @@ def _expand(tree: PyTree) -> PyTree:
     return jax.tree_util.tree_map(lambda a: a[None], tree)
 
 
-def gram(rows: Sequence[jax.Array], cols: Sequence[jax.Array]) -> jax.Array:
-    """Σ_l rows_l cols_lᵀ for lists of (T, size_l) arrays."""
+def _dot_t(a: jax.Array, b: jax.Array) -> jax.Array:
+    return jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())))
+
+
+def gram(rows: Sequence[Any], cols: Sequence[Any]) -> jax.Array:
+    """Σ_l rows_l cols_lᵀ over Gram features: a (T, size_l) array of Jacobian rows, or a pair of
+    structured factors (A, D) whose share is (A_rows A_colsᵀ) ⊙ (D_rows D_colsᵀ)."""
     total = None
     for a, b in zip(rows, cols, strict=True):
-        term = jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())))
+        term = _dot_t(a[0], b[0]) * _dot_t(a[1], b[1]) if isinstance(a, tuple) else _dot_t(a, b)
         total = term if total is None else total + term
     return total
 
@@ -79,13 +88,19 @@ class FeaturePrograms:
 
     mode = "features"
 
-    def __init__(self, features: Callable, kwargs: dict, lanes: sharding.Lanes):
+    def __init__(self, features: Callable, kwargs: dict, lanes: sharding.Lanes, route: str = "rows"):
         self.lanes = lanes
+        self.route = route
+        self.calls: collections.Counter = collections.Counter()  # programs run, by name
+        self._traced: dict = {}
+        self._costs: dict = {}
 
         def jac_body(params: PyTree, x: PyTree) -> list[jax.Array]:
             return list(features(x, params, **kwargs))
 
         self.jac_body = jac_body
+        # One jit object for the single-device probes: lowering it again at a shape reuses its trace.
+        self.jac_single = jax.jit(jac_body)
         spec = P(sharding.AXIS)
         self.jac = jax.jit(
             sharding.shard_map(
@@ -106,46 +121,95 @@ class FeaturePrograms:
             )
         )
 
+    def _two_rows(self, params: PyTree, x: PyTree) -> Any:
+        """The features of a probe block, as shapes (traced once per params and input shapes, by the
+        jit object whose lowering at the probe size reuses the trace: a trace can take a second)."""
+        key = (_shapes_key(params), _shapes_key(x))
+        if key not in self._traced:
+            self._traced[key] = jax.eval_shape(self.jac_single, struct(params), block_struct(x, PROBE_ROWS))
+        return self._traced[key]
+
+    def has_factors(self, params: PyTree, x: PyTree) -> bool:
+        """Whether the features hold structured factor pairs (a dense layer worth factoring)."""
+        return any(isinstance(entry, tuple) for entry in self._two_rows(params, x))
+
     def out_struct(self, params: PyTree, x: PyTree) -> tuple[list[jax.ShapeDtypeStruct], np.dtype]:
-        """The Jacobian leaves of a 2-row block, and the kernel's dtype (raises NotAGramKernel)."""
-        leaves = jax.eval_shape(self.jac_body, struct(params), block_struct(x, 2))
+        """The feature arrays of a 2-row block, and the kernel's dtype (raises NotAGramKernel)."""
+        leaves = jax.tree_util.tree_leaves(self._two_rows(params, x))
         return leaves, np.dtype(jnp.result_type(*[leaf.dtype for leaf in leaves]))
 
-    def costs(self, params: PyTree, x: PyTree, sizes: tuple[int, int]) -> planning.FeatureCosts:
-        """Memory of the single-device Jacobian program at two tile sizes, as `planning.FeatureCosts`."""
+    def block_structs(self, params: PyTree, x: PyTree, t: int, *, devices: int | None = None) -> Any:
+        """The feature block of `t` rows (features' own tree: arrays and factor pairs), per device
+        stacked on a leading axis of `devices` (sharded) when given."""
+        features = self._two_rows(params, x)
+        if devices is None:
+            return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((t, a.shape[1]), a.dtype), features)
+        sharded = self.lanes.sharded
+        return jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct((devices, t, a.shape[1]), a.dtype, sharding=sharded), features
+        )
+
+    def costs(self, params: PyTree, x: PyTree, t: int) -> planning.FeatureCosts:
+        """Memory of the single-device features program at tile `t` (compiled), and the seconds per
+        row and per entry from XLA's cost analysis, as `planning.FeatureCosts` (once per shapes)."""
+        key = (_shapes_key(params), _shapes_key(x), t)
+        if key not in self._costs:
+            self._costs[key] = self._measure_costs(params, x, t)
+        return self._costs[key]
+
+    def _lowered(self, params: PyTree, x: PyTree, t: int) -> tuple[Any, Any]:
+        """The single-device features and Gram programs at tile `t`, lowered (once per shapes)."""
+        key = ("lowered", _shapes_key(params), _shapes_key(x), t)
+        if key not in self._traced:
+            blocks = self.block_structs(params, x, t)
+            self._traced[key] = (
+                self.jac_single.lower(struct(params), block_struct(x, t)),
+                jax.jit(gram).lower(blocks, blocks),
+            )
+        return self._traced[key]
+
+    def lowered_seconds(self, params: PyTree, x: PyTree, t: int) -> tuple[float, float]:
+        """Seconds per feature row and per kernel entry, from XLA's cost analysis of the programs at
+        tile `t`, lowered but not compiled (a fraction of a compile's time: AUTO's comparison)."""
+        jac, tile = self._lowered(params, x, t)
+        return measure.estimated_seconds(jac) / t, measure.estimated_seconds(tile) / (t * t)
+
+    def _measure_costs(self, params: PyTree, x: PyTree, t: int) -> planning.FeatureCosts:
         leaves, dtype = self.out_struct(params, x)
         row_bytes = sum(leaf.shape[1] * leaf.dtype.itemsize for leaf in leaves)
         params_bytes = sum(
             np.dtype(a.dtype).itemsize * int(np.size(a)) for a in jax.tree_util.tree_leaves(params)
         )
-        jac = jax.jit(self.jac_body)
-        jac_points = [
-            (t, planning.program_bytes(jac, struct(params), block_struct(x, t)) - t * row_bytes)
-            for t in sizes
-        ]
+        lowered, _ = self._lowered(params, x, t)
+        # Beyond its rows, the program holds the parameters and temporaries growing with the rows. Every
+        # buffer it allocates is written once, so the bytes it accesses bound its peak from above: a line
+        # from the parameters at 0 rows to that bound, without a compile (the run's compile checks the
+        # tile chosen, and a smaller one is taken if it does not fit).
+        accessed = measure.cost_analysis(lowered).get("bytes accessed", 0.0)
+        row_seconds, entry_seconds = self.lowered_seconds(params, x, t)
         return planning.FeatureCosts(
             row_bytes=row_bytes,
-            jac_extra=planning.Curve.fit(jac_points, linear=True),
+            jac_extra=planning.Curve.fit([(0, params_bytes), (t, max(accessed, params_bytes))], linear=True),
             # The output tile and as much again for XLA's temporaries (the run's compile checks it).
             gram_extra=planning.Curve(0.0, 0.0, 2.0 * dtype.itemsize),
             params_bytes=params_bytes,
             out_itemsize=dtype.itemsize,
+            row_seconds=row_seconds,
+            entry_seconds=entry_seconds,
         )
 
     def compile(self, params: PyTree, x: PyTree, t: int) -> tuple[int, int]:
         """Compiles the sharded programs for tile `t` (used by the run); their per-device peak bytes."""
-        leaves, _ = self.out_struct(params, x)
         d, lanes = self.lanes.count, self.lanes
         params_s = _placed(struct(params), lanes.replicated)
         x_s = jax.tree_util.tree_map(
             lambda a: jax.ShapeDtypeStruct((d, t, *a.shape[1:]), a.dtype, sharding=lanes.sharded), x
         )
-        blocks = [
-            jax.ShapeDtypeStruct((d, t, leaf.shape[1]), leaf.dtype, sharding=lanes.sharded) for leaf in leaves
-        ]
+        blocks = self.block_structs(params, x, t, devices=d)
         jac = self.jac.lower(params_s, x_s).compile()
         gram_ = self.gram.lower(blocks, blocks).compile()
         self.run_jac, self.run_gram = jac, gram_
+        self.compiled = {"features": jac, "gram": gram_}
         # memory_analysis of an SPMD program is per device.
         return measure.peak_bytes(jac), measure.peak_bytes(gram_)
 
@@ -163,11 +227,26 @@ class FeaturePrograms:
         )
         jac_bytes, gram_bytes = self.compile(params, x, t)
         jac_extra, gram_extra = jac_bytes - t * row_bytes, gram_bytes - 2 * t * row_bytes
+        seconds = {}
         if fitted is not None:
             jac_extra, gram_extra = max(jac_extra, fitted.jac_extra(t)), max(gram_extra, fitted.gram_extra(t))
+            seconds = dict(row_seconds=fitted.row_seconds, entry_seconds=fitted.entry_seconds)
         return planning.FeatureCosts(
-            row_bytes, planning.Curve(jac_extra), planning.Curve(gram_extra), params_bytes, dtype.itemsize
+            row_bytes,
+            planning.Curve(jac_extra),
+            planning.Curve(gram_extra),
+            params_bytes,
+            dtype.itemsize,
+            **seconds,
         )
+
+
+def _shapes_key(tree: PyTree) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return (
+        treedef,
+        tuple((np.shape(a), str(getattr(a, "dtype", None) or np.result_type(a))) for a in leaves),
+    )
 
 
 def _placed(tree: PyTree, sharding_: Any) -> PyTree:
@@ -179,8 +258,10 @@ class DirectPrograms:
 
     mode = "direct"
 
-    def __init__(self, fn: Callable, kwargs: dict, lanes: sharding.Lanes):
+    def __init__(self, fn: Callable, kwargs: dict, lanes: sharding.Lanes, route: str = "direct"):
         self.lanes = lanes
+        self.route = route
+        self.calls: collections.Counter = collections.Counter()  # programs run, by name
 
         def body(params: PyTree, xr: PyTree, xc: PyTree) -> jax.Array:
             return fn(xr, xc, params, **kwargs)
@@ -222,6 +303,7 @@ class DirectPrograms:
         self.run_tile = self.tile.lower(
             _placed(struct(params), lanes.replicated), stacked(x1), stacked(x2)
         ).compile()
+        self.compiled = {"tile": self.run_tile}
         return measure.peak_bytes(self.run_tile)
 
 
@@ -276,6 +358,7 @@ def run_features(
         real = next(i for i in ids if i is not None)
         stacked = lanes.put_stack([block(x, real if i is None else i, t) for i in ids])
         free()
+        programs.calls["features"] += 1
         return lanes.split(programs.run_jac(params, stacked))
 
     def free() -> None:
@@ -320,6 +403,7 @@ def run_features(
             for i in sorted(rows):
                 work = [(i, j, lane) for lane, j in enumerate(stripe) if (i, j) in todo]
                 if work:
+                    programs.calls["gram"] += 1
                     pending.push(programs.run_gram(lanes.join(row_jac[i]), cols_stacked), work)
             del cols_stacked, col_jac
         free()
@@ -348,5 +432,6 @@ def run_direct(
         padded = chunk + [chunk[0]] * (d - len(chunk))
         xr = lanes.put_stack([block(x1, i, t) for i, _ in padded])
         xc = lanes.put_stack([block(cols_x, j, t) for _, j in padded])
+        programs.calls["tile"] += 1
         pending.push(programs.run_tile(params, xr, xc), [(i, j, lane) for lane, (i, j) in enumerate(chunk)])
     pending.drain()

@@ -44,6 +44,7 @@ import logging
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -51,9 +52,10 @@ import jax
 import numpy as np
 
 from nt_pntk._src import checks as _checks
+from nt_pntk._src import measure
 from nt_pntk._src.kernels.approximations import EmpiricalKernelFn, FullENTK
-from nt_pntk._src.kernels.features import NotAGramKernel, describe
-from nt_pntk._src.tiled import compute, planning, probe, sharding, storage
+from nt_pntk._src.kernels.features import describe
+from nt_pntk._src.tiled import compute, planning, probe, routes, sharding, storage
 from nt_pntk._src.tiled.planning import parse_bytes
 
 PyTree = Any
@@ -61,7 +63,7 @@ PyTree = Any
 
 _log = logging.getLogger(__name__)
 _BUDGET = "memory_budget"
-_PROBE_FEATURES = (8, 64)
+_PROBE_FEATURES = routes.PROBE_ROWS
 _PROBE_DIRECT = (8, 32, 128)
 
 
@@ -75,10 +77,19 @@ def kernel_matrix(
     memory_budget: int | str | None = None,
     tile_size: int | None = None,
     progress: bool = True,
+    stats: bool = False,
     out: Any = None,
     **apply_fn_kwargs,
 ) -> Any:
     r"""Computes the ``(N1, N2)`` kernel ``fn(x1, x2, params, **apply_fn_kwargs)`` in tiles.
+
+    How each tile is computed (the route, see `nt_pntk._src.tiled.routes`) follows
+    an `EmpiricalKernelFn`'s ``implementation``: 1 → ``rows`` (cached per-example
+    Jacobian rows F, tile ``F_r F_cᵀ``), 3 → ``structured`` (each dense layer as
+    cached factors, tile :math:`\sum_l (A_r A_c^T) \odot (D_r D_c^T) + F_r F_c^T`),
+    2 → ``direct(2)`` (``fn`` itself per tile), 0 (AUTO) → the cheaper of ``rows``
+    and ``structured`` by XLA's cost analysis. Every route gives the same kernel;
+    `plan_kernel_matrix` shows the choice without computing.
 
     Args:
       fn: an NT-style kernel function ``fn(x1, x2, params, **kwargs)`` that
@@ -126,6 +137,9 @@ def kernel_matrix(
         started with (after the cap).
       progress: show a tqdm progress bar (tiles, rate, ETA) on stderr, and
         say so there when waiting for another run's lock on ``output``.
+      stats: also return a `KernelMatrixStats`: the route taken and why (with
+        AUTO's estimates), the plan, the programs' calls, XLA's FLOPs and bytes
+        of what ran, and the tile loop's wall time.
       out: deprecated name of ``output``.
       **apply_fn_kwargs: passed to ``fn`` unchanged for every tile (they are
         not split along the batch).
@@ -162,6 +176,138 @@ def kernel_matrix(
       >>> k.shape
       (37, 37)
     """
+    output = _checks.renamed("kernel_matrix", "out", out, "output", output)
+    job = _prepare(fn, x1, x2, params, output, memory_budget, tile_size, apply_fn_kwargs)
+    if job.path is None:
+        result = _run(job, None, progress)
+    else:
+        # What `fn` computes identifies the kernel on disk (its name does not): a few entries of it.
+        fresh = probe.compute(fn, apply_fn_kwargs, params, job.x1, job.x2, job.n1, job.n2, job.symmetric)
+        job.expected["function"] = {"name": _fn_name(fn), "jaxpr_blake2b": fresh.jaxpr}
+        # One run at a time per output; the processes of one distributed run share it (process 0 locks).
+        lock = storage.OutputLock(job.path, _announcer(progress)) if jax.process_index() == 0 else None
+        with lock or contextlib.nullcontext():
+            result = _run(job, fresh, progress)
+    return (result, job.statistics()) if stats else result
+
+
+@dataclasses.dataclass
+class _Job:
+    """A kernel_matrix call, checked: host inputs, the route's programs, the record's expectations."""
+
+    fn: Callable
+    params: PyTree
+    x1: PyTree
+    x2: PyTree
+    n1: int
+    n2: int
+    symmetric: bool
+    path: Any
+    budget: int | None
+    tile_size: int | None
+    lanes: sharding.Lanes
+    programs: Any
+    choice: routes.Choice
+    expected: dict
+    plan: planning.Plan | None = None
+    run_seconds: float = 0.0
+
+    def statistics(self) -> KernelMatrixStats:
+        flops = moved = 0.0
+        for name, count in self.programs.calls.items():
+            analysis = measure.cost_analysis(self.programs.compiled[name])
+            flops += count * analysis.get("flops", 0.0) * self.lanes.count
+            moved += count * analysis.get("bytes accessed", 0.0) * self.lanes.count
+        calls = dict(self.programs.calls)
+        return KernelMatrixStats(self.choice, self.plan, calls, flops, moved, self.run_seconds)
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelMatrixStats:
+    """What a `kernel_matrix` call did: the route and why, the plan, and XLA's cost of what ran.
+
+    ``flops`` and ``bytes`` add up XLA's cost analysis of each compiled program
+    (per device, times the devices) times the number of times it ran;
+    ``run_seconds`` is the wall time of computing and writing the tiles (the
+    call's time less choosing the route, compiling and checking the record).
+    """
+
+    choice: routes.Choice
+    plan: planning.Plan | None
+    calls: dict[str, int]
+    flops: float
+    bytes: float
+    run_seconds: float
+
+    @property
+    def route(self) -> str:
+        return self.choice.route
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelMatrixPlan:
+    """How `kernel_matrix` would compute a kernel (from `plan_kernel_matrix`), printable."""
+
+    choice: routes.Choice
+    plan: planning.Plan
+
+    @property
+    def route(self) -> str:
+        return self.choice.route
+
+    def __str__(self) -> str:
+        p = self.plan
+        shape = f"{p.n1}×{p.n2}" + (" (symmetric: the upper triangle of tiles)" if p.symmetric else "")
+        resident = f", {p.rows_resident} row blocks resident" if p.mode == "features" else ""
+        return (
+            f"kernel {shape}: {len(p.tiles())} tiles of side {p.tile}{resident}; estimated peak "
+            f"{planning.format_bytes(p.estimate)} per device of a budget of "
+            f"{planning.format_bytes(p.lane_budget)}\n" + self.choice.describe()
+        )
+
+
+def plan_kernel_matrix(
+    fn: Callable,
+    x1: PyTree,
+    x2: PyTree | None,
+    params: PyTree,
+    *,
+    memory_budget: int | str | None = None,
+    tile_size: int | None = None,
+    **apply_fn_kwargs,
+) -> KernelMatrixPlan:
+    """How `kernel_matrix` would compute this kernel, without computing it: the route (and, for
+    AUTO, each candidate's estimated cost), the tile size, the resident blocks and the memory.
+
+    Takes `kernel_matrix`'s arguments (no output: it only plans). Compiles the
+    programs it would run (seconds), computes no tile.
+
+    Example:
+      >>> import jax, nt_pntk
+      >>> from nt_pntk.experiments import models
+      >>> m = models.get_model("fc", width=32, outputs=10)
+      >>> _, params = m.init_fn(jax.random.PRNGKey(0), (-1, 8, 8, 1))
+      >>> x = jax.random.normal(jax.random.PRNGKey(1), (100, 8, 8, 1))
+      >>> fn = nt_pntk.empirical_pntk_fn(m.apply_fn, vmap_axes=0, implementation=3)
+      >>> plan = nt_pntk.tiled.plan_kernel_matrix(fn, x, None, params, tile_size=50)
+      >>> plan.route
+      'structured'
+    """
+    job = _prepare(fn, x1, x2, params, None, memory_budget, tile_size, apply_fn_kwargs)
+    return KernelMatrixPlan(job.choice, _job_plan(job, None))
+
+
+def _prepare(
+    fn: Callable,
+    x1: PyTree,
+    x2: PyTree | None,
+    params: PyTree,
+    output: Any,
+    memory_budget: Any,
+    tile_size: Any,
+    apply_fn_kwargs: dict,
+) -> _Job:
+    """Every check of the arguments, and the route's programs (compiled probes for AUTO)."""
     if not callable(fn):
         raise TypeError(f"`fn` must be a kernel function fn(x1, x2, params, **kwargs); got {fn!r}.")
     if isinstance(fn, EmpiricalKernelFn) and isinstance(fn.approximation, FullENTK):
@@ -172,7 +318,6 @@ def kernel_matrix(
             "e.g. nt_pntk.approximations.PNTK().kernel_fn(f) (the pNTK), Trace(), SingleLogit(k) or "
             "Projection(m)."
         )
-    output = _checks.renamed("kernel_matrix", "out", out, "output", output)
     budget = parse_bytes("memory_budget", memory_budget)
     tile_size = _tile_size(tile_size)
     path = storage.check_output_path(output)
@@ -187,7 +332,7 @@ def kernel_matrix(
     _check_finite_params(params)
     if tile_size is not None:
         tile_size = min(tile_size, max(n1, n2))  # one tile holds the whole kernel: no padding beyond it
-    processes, process = jax.process_count(), jax.process_index()
+    processes = jax.process_count()
     if processes > 1 and path is None:
         raise ValueError(
             f"`output` is None in a run of {processes} processes; each process computes only its share of "
@@ -195,7 +340,10 @@ def kernel_matrix(
         )
 
     lanes = sharding.Lanes()
-    programs, dtype = _programs(fn, apply_fn_kwargs, lanes, params, x1h, x2h)
+    entries = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
+    rows = n1 if symmetric else n1 + n2
+    programs, dtype, choice = _programs(fn, apply_fn_kwargs, lanes, params, x1h, x2h, entries, rows)
+    _log.info("kernel_matrix %s", choice.describe())
     fingerprint = {
         "x1": storage.tree_digest(x1h),
         "x2": "x1" if symmetric else storage.tree_digest(x2h),
@@ -203,15 +351,10 @@ def kernel_matrix(
         "apply_fn_kwargs": storage.tree_digest(apply_fn_kwargs),
     }
     expected = {"shape": [n1, n2], "dtype": dtype.name, "symmetric": symmetric, "fingerprint": fingerprint}
-    if path is None:
-        return _run(programs, params, x1h, x2h, lanes, budget, tile_size, expected, None, None, progress)
-    # What `fn` computes identifies the kernel on disk (its name does not): a few entries of it.
-    fresh = probe.compute(fn, apply_fn_kwargs, params, x1h, x2h, n1, n2, symmetric)
-    expected["function"] = {"name": _fn_name(fn), "jaxpr_blake2b": fresh.jaxpr}
-    # One run at a time per output; the processes of one distributed run share it (process 0 locks).
-    lock = storage.OutputLock(path, _announcer(progress)) if process == 0 else contextlib.nullcontext()
-    with lock:
-        return _run(programs, params, x1h, x2h, lanes, budget, tile_size, expected, path, fresh, progress)
+    expected["route"] = programs.route  # information: a resumed run may take another route
+    return _Job(
+        fn, params, x1h, x2h, n1, n2, symmetric, path, budget, tile_size, lanes, programs, choice, expected
+    )
 
 
 def _announcer(progress: bool) -> Callable[[str], None]:
@@ -223,44 +366,43 @@ def _announcer(progress: bool) -> Callable[[str], None]:
     return announce
 
 
-def _run(
-    programs: Any,
-    params: PyTree,
-    x1h: PyTree,
-    x2h: PyTree,
-    lanes: sharding.Lanes,
-    budget: int | None,
-    tile_size: int | None,
-    expected: dict,
-    path: Any,
-    fresh: probe.Probe | None,
-    progress: bool,
-) -> Any:
+def _job_plan(job: _Job, stored: dict | None) -> planning.Plan:
+    """The job's plan: tile size, resident blocks and memory (a resumed run keeps its tile size)."""
+    lanes = job.lanes
+    user_budget = job.budget if job.budget is not None else planning.default_budget(lanes.devices)
+    job.plan = _plan(
+        job.programs,
+        job.params,
+        job.x1,
+        job.x2,
+        job.n1,
+        job.n2,
+        job.symmetric,
+        planning.lane_budget(user_budget, lanes.devices),
+        job.tile_size or (stored["tile_size"] if stored else None),
+        lanes.count if lanes.platform == "cpu" else 1,
+    )
+    return job.plan
+
+
+def _run(job: _Job, fresh: probe.Probe | None, progress: bool) -> Any:
     """The run proper: the record checked (or created), the missing tiles computed, the result checked."""
-    (n1, n2), symmetric, dtype = expected["shape"], expected["symmetric"], np.dtype(expected["dtype"])
+    programs, params, x1h, x2h, lanes, expected, path = (
+        job.programs,
+        job.params,
+        job.x1,
+        job.x2,
+        job.lanes,
+        job.expected,
+        job.path,
+    )
+    symmetric, dtype = expected["symmetric"], np.dtype(expected["dtype"])
     processes, process = jax.process_count(), jax.process_index()
     record = storage.Record(path) if path is not None else None
-    stored = _existing(path, record, expected, fresh, tile_size) if record is not None else None
-    if stored is not None and stored["mode"] != programs.mode:
-        raise ValueError(
-            f"`output`={str(path)!r} was computed in mode {stored['mode']!r}, this kernel function runs in "
-            f"mode {programs.mode!r}; nothing was overwritten. Choose another `output`."
-        )
-
-    user_budget = budget if budget is not None else planning.default_budget(lanes.devices)
-    share = lanes.count if lanes.platform == "cpu" else 1
-    plan = _plan(
-        programs,
-        params,
-        x1h,
-        x2h,
-        n1,
-        n2,
-        symmetric,
-        planning.lane_budget(user_budget, lanes.devices),
-        tile_size or (stored["tile_size"] if stored else None),
-        share,
-    )
+    # A resumed run may take another route than the one that started the output (every route
+    # computes the same kernel; the probe checks the fresh tiles against it).
+    stored = _existing(path, record, expected, fresh, job.tile_size) if record is not None else None
+    plan = _job_plan(job, stored)
     output = _open_output(path, record, expected, plan, stored, process, dtype, fresh)
     params_dev = jax.device_put(params, lanes.replicated)
     groups = plan.super_rows()
@@ -279,11 +421,12 @@ def _run(
         total=len(my_tiles),
         initial=len(my_tiles) - len(todo),
         unit="tile",
-        desc="kernel_matrix",
+        desc=f"kernel_matrix [{programs.route}, tile {plan.tile}]",
         disable=not progress,
         smoothing=0.1,
     )
-    writer = _Writer(output, record, plan, bar, check)
+    writer = _Writer(output, record, plan, bar, check, programs.route)
+    start = time.perf_counter()
     try:
         if programs.mode == "features":
             compute.run_features(programs, plan, params_dev, x1h, x2h, mine, set(todo), writer.put)
@@ -293,6 +436,7 @@ def _run(
     finally:
         writer.stop()
         bar.close()
+    job.run_seconds = time.perf_counter() - start
     if processes > 1:
         storage.wait_for(lambda: record.count() >= len(all_tiles), f"all {len(all_tiles)} tiles of {path}")
     else:
@@ -364,17 +508,20 @@ def _fn_name(fn: Callable) -> str:
 
 
 def _programs(
-    fn: Callable, kwargs: dict, lanes: sharding.Lanes, params: PyTree, x1: PyTree, x2: PyTree
-) -> tuple[Any, np.dtype]:
-    """Jacobian-reuse programs when `fn` has Gram features for this output, else direct ones."""
-    if isinstance(fn, EmpiricalKernelFn):
-        programs = compute.FeaturePrograms(fn.features_fn(), kwargs, lanes)
-        try:
-            _, dtype = programs.out_struct(params, x1)
-            return programs, dtype
-        except NotAGramKernel:
-            pass
-    programs = compute.DirectPrograms(fn, kwargs, lanes)
+    fn: Callable,
+    kwargs: dict,
+    lanes: sharding.Lanes,
+    params: PyTree,
+    x1: PyTree,
+    x2: PyTree,
+    entries: int,
+    rows: int,
+) -> tuple[Any, np.dtype, routes.Choice]:
+    """The programs of the route `fn` takes (see `routes`), the kernel's dtype, and the choice."""
+    programs, choice = routes.choose(fn, kwargs, lanes, params, x1, x2, entries, rows)
+    if programs.mode == "features":
+        _, dtype = programs.out_struct(params, x1)
+        return programs, dtype, choice
     result = programs.out_struct(params, x1, x2)
     if not isinstance(result, jax.ShapeDtypeStruct) or tuple(result.shape) != (2, 3):
         shape = getattr(result, "shape", None) or jax.tree_util.tree_map(lambda a: a.shape, result)
@@ -383,7 +530,7 @@ def _programs(
             f"and 3 examples it returned {shape}. kernel_matrix tiles 2-D kernels only: trace the "
             "network's output axes (e.g. trace_axes=(-1,)) or pass a function that selects one kernel."
         )
-    return programs, np.dtype(result.dtype)
+    return programs, np.dtype(result.dtype), choice
 
 
 def _plan(
@@ -406,6 +553,8 @@ def _plan(
     features = programs.mode == "features"
     args = (n1, n2, symmetric, budget)
     if features:
+        # The probes' memory and costs (cached: AUTO compiled them already); with a tile size given,
+        # only its seconds, which the plan's choice of resident rows does not need.
         fitted = None if tile else programs.costs(params, x1, _PROBE_FEATURES)
     else:
         curve = None if tile else programs.peak_curve(params, x1, x2, _PROBE_DIRECT)
@@ -546,6 +695,7 @@ class _Writer:
     plan: planning.Plan
     bar: Any
     check: Callable[[int, int, np.ndarray], None] | None = None  # raises for a tile disagreeing with fn
+    route: str | None = None  # recorded in each tile's marker
 
     def __post_init__(self):
         self.queue: queue.Queue = queue.Queue(maxsize=2)
@@ -575,7 +725,7 @@ class _Writer:
                 self.output.write(r0, c0, tile, self.plan.symmetric and i != j)
                 if self.record is not None:
                     self.output.flush()
-                    self.record.mark(i, j, storage.digest(tile), (r0, r1), (c0, c1))
+                    self.record.mark(i, j, storage.digest(tile), (r0, r1), (c0, c1), self.route)
                 self.written.add((i, j))
                 self.bar.update(1)
             except BaseException as e:  # reported to the main thread at its next put or close

@@ -31,6 +31,9 @@ MAX_DIRECT_TILE = 4096  # opaque tiles: each recomputes its inputs' work, so lar
 # (dispatch, transfer, write, record).
 RHO = 128
 TILE_OVERHEAD = 4096
+# With the route's measured costs (seconds per feature row and per kernel entry), a tile also
+# costs this much beyond its entries: dispatch, transfer to the host, the write and its record.
+TILE_OVERHEAD_SECONDS = 2e-3
 
 _UNITS = {
     "": 1,
@@ -166,6 +169,10 @@ class FeatureCosts:
     gram_extra: Curve  # the Gram program beyond its two input blocks: the output tile, temporaries
     params_bytes: int
     out_itemsize: int
+    # Seconds per feature row and per kernel entry from XLA's cost analysis (0: unknown, the
+    # RHO / TILE_OVERHEAD model in entries stands).
+    row_seconds: float = 0.0
+    entry_seconds: float = 0.0
 
     def peak(self, t: int, resident: int) -> float:
         """Bytes with `resident` Jacobian blocks of `t` rows on the device (the one computed included).
@@ -251,7 +258,10 @@ def features_choice(
     for s in range(0, nb1, k):
         end = min(s + k, nb1)
         jac_rows += (nb2 - end if symmetric else nb2) * t
-    cost = n_tiles * (t * t + TILE_OVERHEAD) + RHO * jac_rows
+    if costs.entry_seconds > 0:
+        cost = n_tiles * (t * t * costs.entry_seconds + TILE_OVERHEAD_SECONDS) + costs.row_seconds * jac_rows
+    else:
+        cost = n_tiles * (t * t + TILE_OVERHEAD) + RHO * jac_rows
     return k, costs.peak(t, resident), cost
 
 

@@ -6,13 +6,14 @@ The record of an output ``k.npy`` (or ``k.zarr``) is the sidecar directory
 * ``meta.json``: format version, shape, dtype, tile size, mode, the
   fingerprint of the inputs (digests of x1, x2, params and the keyword
   arguments), the probe (a few kernel entries computed by the kernel function
-  itself, see ``probe``) and, as information only, the function's name and a
-  digest of its jaxpr;
+  itself, see ``probe``) and, as information only, the function's name, a
+  digest of its jaxpr and the route that started the output (see ``routes``);
 * ``done/{i}_{j}.json``: one marker per finished tile (row block i, column
   block j), written (atomically: a temporary file, fsynced, then ``os.replace``)
   only after the tile's data, and its mirror image below the diagonal, are
   written and flushed (``fdatasync`` for ``.npy``). It holds a BLAKE2b digest
-  of the tile's bytes, checked again before a resumed run trusts the tile.
+  of the tile's bytes, checked again before a resumed run trusts the tile, and
+  the route that computed it (a resumed run may take another).
 
 A tile whose marker is missing, unreadable, or whose bytes no longer match the
 digest is computed again; finished tiles are never recomputed. Deleting
@@ -156,8 +157,18 @@ class Record:
                     path.unlink()
         return result
 
-    def mark(self, i: int, j: int, tile_digest: str, rows: tuple[int, int], cols: tuple[int, int]) -> None:
+    def mark(
+        self,
+        i: int,
+        j: int,
+        tile_digest: str,
+        rows: tuple[int, int],
+        cols: tuple[int, int],
+        route: str | None = None,
+    ) -> None:
         marker = {"i": i, "j": j, "rows": list(rows), "cols": list(cols), "blake2b": tile_digest}
+        if route is not None:
+            marker["route"] = route
         try:
             files.atomic_write(self.done_dir / f"{i}_{j}.json", json.dumps(marker))
         except FileNotFoundError:  # done/ was deleted (to reset the progress): recreate it
