@@ -94,6 +94,7 @@ def test_fit_exponents(benchmark):
                     rows.append(
                         {
                             "commit": "c" * 40,
+                            "env": "existing-py",
                             "date": 0,
                             "metric": metric,
                             "suite": "fc",
