@@ -155,7 +155,8 @@ def print_table(results: dict, cases: list[str], kernels: list[str], timeout: fl
         if "timeout" in r:
             return f"> {r['timeout']:.0f} s"
         if "error" in r:
-            return "out of memory" if "bad_alloc" in r["error"] else "error"
+            memory = "bad_alloc" in r["error"] or "out of memory" in r["error"].lower()
+            return "out of memory" if memory else "error"
         return f"{r['seconds']:.1f} s"
 
     print(
@@ -181,8 +182,9 @@ def print_table(results: dict, cases: list[str], kernels: list[str], timeout: fl
             rate = "—"
             if "flops" in ours:  # over the whole call, and over the tile loop alone
                 whole = ours["flops"] / ours["seconds"] / ours["matmul_flops_per_s"]
-                loop = ours["flops"] / ours["run_seconds"] / ours["matmul_flops_per_s"]
-                rate = f"{whole:.2f} ({loop:.2f})"
+                rate = f"{whole:.2f}"
+                if "run_seconds" in ours:
+                    rate += f" ({ours['flops'] / ours['run_seconds'] / ours['matmul_flops_per_s']:.2f})"
             diffs = [results[k].get("difference") for k in keys.values() if k in results]
             diffs = [d for d in diffs if d is not None]
             shown = f"{max(diffs):.1e}" if diffs else "—"
