@@ -121,7 +121,7 @@ class FeaturePrograms:
             )
         )
 
-    def _two_rows(self, params: PyTree, x: PyTree) -> Any:
+    def _probe_features(self, params: PyTree, x: PyTree) -> Any:
         """The features of a probe block, as shapes (traced once per params and input shapes, by the
         jit object whose lowering at the probe size reuses the trace: a trace can take a second)."""
         key = (_shapes_key(params), _shapes_key(x))
@@ -131,17 +131,17 @@ class FeaturePrograms:
 
     def has_factors(self, params: PyTree, x: PyTree) -> bool:
         """Whether the features hold structured factor pairs (a dense layer worth factoring)."""
-        return any(isinstance(entry, tuple) for entry in self._two_rows(params, x))
+        return any(isinstance(entry, tuple) for entry in self._probe_features(params, x))
 
     def out_struct(self, params: PyTree, x: PyTree) -> tuple[list[jax.ShapeDtypeStruct], np.dtype]:
         """The feature arrays of a 2-row block, and the kernel's dtype (raises NotAGramKernel)."""
-        leaves = jax.tree_util.tree_leaves(self._two_rows(params, x))
+        leaves = jax.tree_util.tree_leaves(self._probe_features(params, x))
         return leaves, np.dtype(jnp.result_type(*[leaf.dtype for leaf in leaves]))
 
     def block_structs(self, params: PyTree, x: PyTree, t: int, *, devices: int | None = None) -> Any:
         """The feature block of `t` rows (features' own tree: arrays and factor pairs), per device
         stacked on a leading axis of `devices` (sharded) when given."""
-        features = self._two_rows(params, x)
+        features = self._probe_features(params, x)
         if devices is None:
             return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((t, a.shape[1]), a.dtype), features)
         sharded = self.lanes.sharded
@@ -174,12 +174,17 @@ class FeaturePrograms:
         jac, tile = self._lowered(params, x, t)
         return measure.estimated_seconds(jac) / t, measure.estimated_seconds(tile) / (t * t)
 
-    def _measure_costs(self, params: PyTree, x: PyTree, t: int) -> planning.FeatureCosts:
+    def _sizes(self, params: PyTree, x: PyTree) -> tuple[int, int, np.dtype]:
+        """Bytes of one example's features, bytes of the parameters, and the kernel's dtype."""
         leaves, dtype = self.out_struct(params, x)
         row_bytes = sum(leaf.shape[1] * leaf.dtype.itemsize for leaf in leaves)
         params_bytes = sum(
             np.dtype(a.dtype).itemsize * int(np.size(a)) for a in jax.tree_util.tree_leaves(params)
         )
+        return row_bytes, params_bytes, dtype
+
+    def _measure_costs(self, params: PyTree, x: PyTree, t: int) -> planning.FeatureCosts:
+        row_bytes, params_bytes, dtype = self._sizes(params, x)
         lowered, _ = self._lowered(params, x, t)
         # Beyond its rows, the program holds the parameters and temporaries growing with the rows. Every
         # buffer it allocates is written once, so the bytes it accesses bound its peak from above: a line
@@ -220,11 +225,7 @@ class FeaturePrograms:
 
         With `fitted`, the larger of the two estimates is kept.
         """
-        leaves, dtype = self.out_struct(params, x)
-        row_bytes = sum(leaf.shape[1] * leaf.dtype.itemsize for leaf in leaves)
-        params_bytes = sum(
-            np.dtype(a.dtype).itemsize * int(np.size(a)) for a in jax.tree_util.tree_leaves(params)
-        )
+        row_bytes, params_bytes, dtype = self._sizes(params, x)
         jac_bytes, gram_bytes = self.compile(params, x, t)
         jac_extra, gram_extra = jac_bytes - t * row_bytes, gram_bytes - 2 * t * row_bytes
         seconds = {}

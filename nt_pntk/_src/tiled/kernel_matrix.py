@@ -63,7 +63,6 @@ PyTree = Any
 
 _log = logging.getLogger(__name__)
 _BUDGET = "memory_budget"
-_PROBE_FEATURES = routes.PROBE_ROWS
 _PROBE_DIRECT = (8, 32, 128)
 
 
@@ -518,7 +517,7 @@ def _programs(
     rows: int,
 ) -> tuple[Any, np.dtype, routes.Choice]:
     """The programs of the route `fn` takes (see `routes`), the kernel's dtype, and the choice."""
-    programs, choice = routes.choose(fn, kwargs, lanes, params, x1, x2, entries, rows)
+    programs, choice = routes.choose(fn, kwargs, lanes, params, x1, entries, rows)
     if programs.mode == "features":
         _, dtype = programs.out_struct(params, x1)
         return programs, dtype, choice
@@ -555,7 +554,7 @@ def _plan(
     if features:
         # The probes' memory and costs (cached: AUTO compiled them already); with a tile size given,
         # only its seconds, which the plan's choice of resident rows does not need.
-        fitted = None if tile else programs.costs(params, x1, _PROBE_FEATURES)
+        fitted = None if tile else programs.costs(params, x1, compute.PROBE_ROWS)
     else:
         curve = None if tile else programs.peak_curve(params, x1, x2, _PROBE_DIRECT)
 

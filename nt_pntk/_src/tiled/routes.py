@@ -37,7 +37,6 @@ from nt_pntk._src.kernels.features import NotAGramKernel
 from nt_pntk._src.tiled import compute, sharding
 
 PyTree = Any
-PROBE_ROWS = compute.PROBE_ROWS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +93,6 @@ def choose(
     lanes: sharding.Lanes,
     params: PyTree,
     x1: PyTree,
-    x2: PyTree,
     entries: int,
     rows: int,
 ) -> tuple[Any, Choice]:
@@ -127,7 +125,7 @@ def choose(
         candidate = rows_programs if route == "rows" else programs_for(route, fn, kwargs, lanes)
         if route == "structured" and not candidate.has_factors(params, x1):
             continue  # no dense layer to factor: the same programs as rows
-        row_seconds, entry_seconds = candidate.lowered_seconds(params, x1, PROBE_ROWS)
+        row_seconds, entry_seconds = candidate.lowered_seconds(params, x1, compute.PROBE_ROWS)
         estimates[route] = Estimate(row_seconds * rows, entry_seconds * entries)
         programs[route] = candidate
     best = min(estimates, key=lambda r: estimates[r].seconds)
