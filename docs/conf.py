@@ -1,8 +1,9 @@
-"""Sphinx configuration of nt-pntk's API reference, built from the docstrings.
+"""Sphinx configuration of nt-pntk's documentation: the user guide, the CLI reference and the API reference.
 
-Built by ``bash scripts/docs.sh`` offline (no intersphinx, nothing downloaded),
-warnings as errors; the doctest builder runs every ``>>>`` example of the
-documented docstrings.
+Built by ``bash scripts/docs.sh`` offline (no intersphinx, nothing downloaded; furo's
+styles and scripts ship in its wheel), warnings as errors; the doctest builder runs
+every ``>>>`` example of the guide and of the documented docstrings. The guide's
+longer examples are files in ``docs/examples/`` that tests/test_readme.py runs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ os.environ["XLA_FLAGS"] = " ".join(
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout, whether or not nt-pntk is installed
+sys.path.insert(0, str(ROOT / "docs"))  # cli_parsers, for the CLI reference
 
 import nt_pntk  # noqa: E402  (before neural_tangents: installs the import hook)
 
@@ -30,7 +32,14 @@ author = "nt-pntk contributors"
 copyright = "nt-pntk contributors"
 version = release = nt_pntk.__version__
 
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax", "sphinx.ext.doctest"]
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.doctest",
+    "sphinxarg.ext",  # the CLI reference, from the argument parsers
+    "sphinx_copybutton",
+]
 exclude_patterns = ["_build"]
 # `name` in a docstring links to that object where Sphinx knows it (plain code text otherwise).
 default_role = "py:obj"
@@ -43,6 +52,12 @@ napoleon_use_rtype = False
 # The doctest builder also runs the plain `>>>` blocks of the docstrings (autodoc puts them in the pages).
 doctest_test_doctest_blocks = "default"
 doctest_global_setup = "import nt_pntk"
-html_theme = "alabaster"
+# Quotes and ellipses only: `--option` must not become an en dash.
+smartquotes_action = "qe"
+html_theme = "furo"
+html_title = f"nt-pntk {release}"
 html_static_path: list[str] = []
 html_show_sourcelink = False
+# The copy button leaves out prompts (`$ `, `>>> `, `... `) and the output lines after them.
+copybutton_prompt_text = r"\$ |>>> |\.\.\. "
+copybutton_prompt_is_regexp = True

@@ -140,6 +140,7 @@ def test_sdist_holds_what_the_build_and_the_tests_need(dist):
     needed = {
         "pyproject.toml",
         "README.md",
+        "CHANGELOG.md",
         "constraints.txt",
         "nt_pntk/_version.py",
         "startup/nt_pntk_startup.pth",
@@ -147,5 +148,11 @@ def test_sdist_holds_what_the_build_and_the_tests_need(dist):
         "tests/conftest.py",
         "tests/test_packaging.py",
         *(p.relative_to(ROOT).as_posix() for p in CONFIGS.glob("*.toml")),
+        # tests/test_readme.py runs the user guide's examples and checks the README's links.
+        *(
+            p.relative_to(ROOT).as_posix()
+            for p in (ROOT / "docs").rglob("*.*")
+            if "__pycache__" not in p.parts
+        ),
     }
     assert not needed - names
