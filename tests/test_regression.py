@@ -519,6 +519,8 @@ def test_huge_ridge_does_not_overflow():
     expected = (k_star / mean_diagonal) @ y / ridge  # λ = ridge · mean diagonal, in two steps
     assert np.all(np.isfinite(actual))
     np.testing.assert_allclose(actual, expected, rtol=1e-6)
+    # At a finite time too, long enough to converge (λ·t overflows: no warning).
+    np.testing.assert_allclose(regression.predict(k, y, k_star, ridge=ridge, t=1e300), expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("scale", [1e300, 1e-300])

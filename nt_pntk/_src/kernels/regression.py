@@ -209,7 +209,8 @@ def _gradient_flow_solve(
     """
     keep = evals > tolerance * np.max(np.abs(evals))
     evals, evecs = evals[keep], evecs[:, keep]
-    factors = -np.expm1(-evals * time) / evals  # 1 / λ at time=inf
+    with np.errstate(over="ignore"):  # λ·time past float64's range: e^{-λ·time} = 0, as for inf
+        factors = -np.expm1(-evals * time) / evals  # 1 / λ at time=inf
     return evecs @ (factors[:, None] * (evecs.T @ y))
 
 

@@ -81,8 +81,9 @@ def spectrum(kernel: Any) -> Spectrum:
     computed with ``numpy.linalg.eigvalsh`` in float64 on the symmetric part
     :math:`(K + K^\top)/2` (float32 kernels are symmetric only up to round-off).
     Complex kernels are refused, not cast (which would drop the imaginary part):
-    the kernels of real networks are real, and the symmetric part of a complex
-    symmetric kernel (as NT's, without conjugation) is not Hermitian.
+    the kernels of real networks are real, and a complex one's eigenvalues depend
+    on a convention (Hermitian J Jᴴ, or complex symmetric J Jᵀ) an array does not
+    tell.
 
     Args:
       kernel: an ``(N, N)`` or ``(N, N, O, O)`` array of real numbers, N and O
