@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -496,3 +497,251 @@ def test_bench_report_imports_neither_jax_nor_scipy(results_dir, tmp_path):
     assert proc.stderr.splitlines()[-1] == "EXIT 0 HEAVY ", proc.stderr
     assert "Fitted exponents" in proc.stdout and "Comparison" in proc.stdout
     assert any((tmp_path / "csv").glob("exponents-*.csv")) and any((tmp_path / "csv").glob("compare-*.csv"))
+
+
+# --- Corrupt results files (issue 16): an error naming the file, never figures silently dropped. ---
+
+
+def _corrupt(results_dir: Path, commit: str, change) -> Path:
+    """Rewrites `commit`'s results file of `results_dir` with `change(data)` (its new JSON value)."""
+    path = results_dir / "testbox" / f"{commit[:8]}-existing.json"
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+    return path
+
+
+def _with_first_time_figure(value):
+    def change(data):
+        data["results"]["kernels.FCTime.time_kernel"][0][0] = value
+        return data
+
+    return change
+
+
+def test_strict_comparison_with_a_string_figure_fails(results_dir, capsys):
+    """A string figure became NaN, was dropped, and the strict gate passed on what remained (or on
+    nothing: "0 figures in both; 0 worse", exit 0)."""
+    path = _corrupt(results_dir, COMMIT_B, _with_first_time_figure("1.2e-3s"))
+    argv = ["bench-report", "--results", str(results_dir), "--plots", ""]
+    assert cli.main([*argv, "--compare", COMMIT_A[:8], COMMIT_B[:8], "--strict", "--threshold", "1.6"]) == 2
+    err = _error_line(capsys)
+    assert (
+        f"{path}: benchmark kernels.FCTime.time_kernel: figure 0 must be a number or null; got the string "
+        in err
+    )
+    assert "'1.2e-3s'" in err
+
+
+def _only_time_figures(results_dir: Path, contender_values) -> None:
+    """Commits A and B with one FC time benchmark each; B's figures replaced by `contender_values`."""
+    kind, unit, names, params, values = synthetic_figures()["kernels.FCTime.time_kernel"]
+    write_results(
+        results_dir, COMMIT_A, 1, {"kernels.FCTime.time_kernel": (kind, unit, names, params, values)}
+    )
+    contender = contender_values(values)
+    write_results(
+        results_dir, COMMIT_B, 2, {"kernels.FCTime.time_kernel": (kind, unit, names, params, contender)}
+    )
+
+
+@pytest.mark.parametrize(
+    ("contender_values", "reason"),
+    [
+        (
+            lambda values: [None] * len(values),
+            "each of the 32 figures measured in both failed or was skipped",
+        ),
+        (
+            lambda values: [math.nan] * len(values),
+            "each of the 32 figures measured in both failed or was skipped",
+        ),
+    ],
+)
+def test_strict_comparison_of_nothing_fails(tmp_path, capsys, contender_values, reason):
+    _only_time_figures(tmp_path, contender_values)
+    argv = [
+        "bench-report",
+        "--results",
+        str(tmp_path),
+        "--plots",
+        "",
+        "--compare",
+        COMMIT_A[:8],
+        COMMIT_B[:8],
+    ]
+    assert cli.main(argv) == 0  # a report: it says so
+    assert f"Nothing compared: {reason}" in capsys.readouterr().out
+    assert cli.main([*argv, "--strict"]) == 1  # a gate: it fails
+    err = _error_line(capsys)
+    assert f"--strict: the comparison {COMMIT_A[:8]} -> {COMMIT_B[:8]} compared no figure: {reason}" in err
+
+
+def test_strict_comparison_across_environments_fails(tmp_path, capsys):
+    write_results(tmp_path, COMMIT_A, 1, synthetic_figures(), env="existing")
+    write_results(tmp_path, COMMIT_B, 2, synthetic_figures(), env=VENV)
+    argv = [
+        "bench-report",
+        "--results",
+        str(tmp_path),
+        "--plots",
+        "",
+        "--compare",
+        COMMIT_A[:8],
+        COMMIT_B[:8],
+    ]
+    assert cli.main([*argv, "--strict"]) == 1
+    err = _error_line(capsys)
+    assert f"no environment measured both commits: {COMMIT_A[:8]} has ['existing'], {COMMIT_B[:8]} has" in err
+
+
+def test_strict_comparison_of_different_benchmarks_fails(tmp_path, capsys):
+    figures = synthetic_figures()
+    time = figures["kernels.FCTime.time_kernel"]
+    write_results(tmp_path, COMMIT_A, 1, {"kernels.FCTime.time_kernel": time})
+    write_results(tmp_path, COMMIT_B, 2, {"kernels.FCTime.time_renamed": time})
+    argv = [
+        "bench-report",
+        "--results",
+        str(tmp_path),
+        "--plots",
+        "",
+        "--compare",
+        COMMIT_A[:8],
+        COMMIT_B[:8],
+    ]
+    assert cli.main([*argv, "--strict"]) == 1
+    assert (
+        f"no benchmark was measured at the same parameters in both (32 figures of {COMMIT_A[:8]}, 32 of"
+        in (_error_line(capsys))
+    )
+
+
+TIME = "benchmark kernels.FCTime.time_kernel"
+
+
+def _set(key, value):
+    def change(data):
+        data[key] = value
+        return data
+
+    return change
+
+
+def _entry(change_entry):
+    def change(data):
+        entry = data["results"]["kernels.FCTime.time_kernel"]
+        data["results"]["kernels.FCTime.time_kernel"] = change_entry(entry)
+        return data
+
+    return change
+
+
+def _with_params(params):
+    def change(entry):
+        entry[1] = params
+        return entry
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda data: None, "must be a JSON object, an asv results file; got null"),
+        (lambda data: 3, "must be a JSON object, an asv results file; got the number 3"),
+        (lambda data: [data], "must be a JSON object, an asv results file; got a list"),
+        (_set("results", []), "`results` must be an object of benchmark results; got a list"),
+        (_set("results", 7), "`results` must be an object of benchmark results; got the number 7"),
+        (
+            _set("commit_hash", 12345678),
+            "`commit_hash` must be a string, the commit's git hash; got the number",
+        ),
+        (
+            _set("date", "2024-01-01"),
+            "`date` must be a number, milliseconds since the epoch; got the string ",
+        ),
+        (_set("env_name", 3), "`env_name` must be a string; got the number 3"),
+        (_set("result_columns", "result"), "`result_columns` must be a list of strings; got the string"),
+        (_set("params", []), "`params` must be an object; got a list"),
+        (_set("params", {"machine": 1}), "`params.machine` must be a string; got the number 1"),
+        (
+            lambda data: {k: v for k, v in data.items() if k != "commit_hash"},
+            "an asv results file, but without `commit_hash`",
+        ),
+        (_entry(lambda entry: 5), "benchmark kernels.FCTime.time_kernel: its result must be a list"),
+        (
+            _entry(_with_params("'entk'")),
+            f"{TIME}: `params` must be a list of lists of parameter values; got the str",
+        ),
+        (
+            _entry(_with_params(["'entk'", "1"])),
+            f"{TIME}: `params` must be a list of lists of parameter values; got a list",
+        ),
+        (
+            _with_first_time_figure([1.0]),
+            "benchmark kernels.FCTime.time_kernel: figure 0 must be a number or null; got a",
+        ),
+        (_with_first_time_figure(True), f"{TIME}: figure 0 must be a number or null; got the boolean true"),
+        (
+            _entry(lambda entry: [entry[0][:-1], *entry[1:]]),
+            "benchmark kernels.FCTime.time_kernel: 31 results for 32 parameter sets",
+        ),
+    ],
+)
+def test_malformed_results_file_exits_2_naming_it(results_dir, capsys, change, message):
+    path = _corrupt(results_dir, COMMIT_B, change)
+    assert cli.main(["bench-report", "--results", str(results_dir), "--plots", ""]) == 2
+    err = _error_line(capsys)
+    assert f"error: {path}: {message}" in err
+    assert err.rstrip().endswith("fix or remove the file, or rerun the benchmarks")
+    with pytest.raises(br.ResultsFormatError, match=re.escape(f"{path}: {message}")):
+        br.load_results(results_dir)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '{"commit_hash": "abc", ',
+            "not valid JSON (Expecting property name enclosed in double quotes at line 1, column",
+        ),
+        ("", "not valid JSON (Expecting value at line 1, column 1)"),
+    ],
+)
+def test_results_file_that_is_not_json(results_dir, capsys, text, message):
+    path = results_dir / "testbox" / f"{COMMIT_B[:8]}-existing.json"
+    path.write_text(text)
+    assert cli.main(["bench-report", "--results", str(results_dir), "--plots", ""]) == 2
+    assert f"error: {path}: {message}" in _error_line(capsys)
+
+
+def test_results_file_that_is_not_text(results_dir, capsys):
+    path = results_dir / "testbox" / f"{COMMIT_B[:8]}-existing.json"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    assert cli.main(["bench-report", "--results", str(results_dir), "--plots", ""]) == 2
+    assert f"error: {path}: not valid JSON (not UTF-8 text" in _error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("descriptions", "message"),
+    [
+        ([], "must be a JSON object of benchmark descriptions (asv's benchmarks.json); got a list"),
+        (None, "must be a JSON object of benchmark descriptions (asv's benchmarks.json); got null"),
+        (
+            {"kernels.FCTime.time_kernel": []},
+            "benchmark kernels.FCTime.time_kernel: its description must be an object",
+        ),
+        (
+            {"kernels.FCTime.time_kernel": {"param_names": "kernel"}},
+            f"{TIME}: `param_names` must be a list of strings; got the string 'kernel'",
+        ),
+        ({"kernels.FCTime.time_kernel": {"unit": 1}}, f"{TIME}: `unit` must be a string; got the number 1"),
+    ],
+)
+def test_malformed_benchmarks_json_exits_2_naming_it(results_dir, capsys, descriptions, message):
+    path = results_dir / "benchmarks.json"
+    path.write_text(json.dumps(descriptions))
+    assert cli.main(["bench-report", "--results", str(results_dir), "--plots", ""]) == 2
+    assert f"error: {path}: {message}" in _error_line(capsys)
+    path.write_text("{nope")
+    assert cli.main(["bench-report", "--results", str(results_dir), "--plots", ""]) == 2
+    assert f"error: {path}: not valid JSON (" in _error_line(capsys)

@@ -158,11 +158,19 @@ def test_bad_test_kernel_shape(kind):
 @pytest.mark.parametrize(
     ("options", "error", "match"),
     [
-        ({"ridge": -1.0}, ValueError, r"`ridge` must be a finite number >= 0; got ridge=-1.0"),
-        ({"ridge": np.nan}, ValueError, r"`ridge` must be a finite number >= 0"),
-        ({"ridge": "small"}, TypeError, r"`ridge` must be a real number"),
+        ({"ridge": -1.0}, ValueError, r"`ridge` must be >= 0; got ridge=-1.0"),
+        ({"ridge": np.nan}, ValueError, r"`ridge` must be finite; got ridge=nan"),
+        ({"ridge": np.inf}, ValueError, r"`ridge` must be finite; got ridge=inf"),
+        ({"ridge": "small"}, TypeError, r"`ridge` must be a real number; got 'small' of type str"),
+        ({"ridge": "1e-3"}, TypeError, r"`ridge` must be a real number; got '1e-3' of type str"),
+        ({"ridge": True}, TypeError, r"`ridge` must be a real number; got True of type bool"),
         ({"t": -1.0}, ValueError, r"`t` must be a time >= 0, or None"),
-        ({"learning_rate": 0.0}, ValueError, r"`learning_rate` must be a finite number > 0"),
+        ({"t": np.nan}, ValueError, r"`t` must be a time >= 0, or None .*; got t=nan"),
+        ({"t": True}, TypeError, r"`t` must be a real number; got True of type bool"),
+        ({"t": "1"}, TypeError, r"`t` must be a real number; got '1' of type str"),
+        ({"learning_rate": 0.0}, ValueError, r"`learning_rate` must be > 0; got learning_rate=0.0"),
+        ({"learning_rate": np.inf}, ValueError, r"`learning_rate` must be finite"),
+        ({"learning_rate": False}, TypeError, r"`learning_rate` must be a real number; got False"),
     ],
 )
 def test_bad_options(options, error, match):
@@ -171,12 +179,54 @@ def test_bad_options(options, error, match):
         regression.predict(k, targets(), k_star, **options)
 
 
-def test_singular_kernel_asks_for_a_ridge():
-    rank_one = np.ones((N, N))
-    with pytest.raises(ValueError, match=r"not positive definite.*pass a larger `ridge`"):
-        regression.predict(rank_one, targets())
-    # A ridge makes it solvable.
-    assert np.all(np.isfinite(regression.predict(rank_one, targets(), ridge=RIDGES[-1])))
+@pytest.mark.parametrize("argument", ["k_train_train", "y_train", "k_test_train"])
+@pytest.mark.parametrize(
+    ("bad", "error", "match"),
+    [
+        # Complex arrays were cast to float64 with NumPy's ComplexWarning only: the imaginary part was lost.
+        (lambda a: a + 1j, TypeError, r"must be an array of real numbers; got dtype complex128 .*np\.real\("),
+        (
+            lambda a: a.astype(str),
+            TypeError,
+            r"must be an array of real numbers; got dtype <U\d+; pass numbers",
+        ),
+        (lambda a: a.astype(object), TypeError, r"must be an array of real numbers; got dtype object"),
+        (
+            lambda a: np.where(np.arange(a.size).reshape(a.shape) == 1, np.nan, a),
+            ValueError,
+            r"must be finite; "
+            r"it has 1 NaN or infinite entries of \d+, the first nan at index \(0, 1\)",
+        ),
+    ],
+)
+def test_bad_arrays_are_named(argument, bad, error, match):
+    k, k_star = kernel_pair()
+    arrays = {"k_train_train": k, "y_train": targets(), "k_test_train": k_star}
+    arrays[argument] = bad(arrays[argument])
+    with pytest.raises(error, match=rf"^`{argument}` {match}"):
+        regression.predict(arrays["k_train_train"], arrays["y_train"], arrays["k_test_train"], t=1.0)
+
+
+def test_ragged_targets_are_refused():
+    with pytest.raises(
+        TypeError, match=r"^`y_train` must be an array of real numbers; got \[\[1.0\], \[\]\]"
+    ):
+        regression.predict(np.eye(2), [[1.0], []])
+
+
+def test_targets_without_outputs_are_refused():
+    with pytest.raises(
+        ValueError, match=rf"`y_train` must have shape \(N, O\) = \({N}, O\) .*O >= 1; got shape"
+    ):
+        regression.predict(kernel_pair()[0], np.zeros((N, 0)))
+
+
+def test_int_and_bool_arrays_are_numbers():
+    """Integer kernels and bool one-hot targets are exact in float64; they are accepted as such."""
+    k = np.array([[2, 1], [1, 2]])
+    y = np.array([[True, False], [False, True]])
+    expected = direct(np.kron(k, np.eye(2)), np.kron(k, np.eye(2)), y.astype(float), 0.0, 0.3)
+    assert_close(regression.predict(k, y, t=0.3, learning_rate=LEARNING_RATE), expected)
 
 
 # --- Kernels that are not symmetric, or not positive semi-definite. ---
@@ -266,16 +316,19 @@ def test_indefinite_kernel_with_finite_time_is_refused(kind):
         indefinite = indefinite.reshape(N, O, N, O).transpose(0, 2, 1, 3)
     ridge = 0.01
     reg_lowest = lowest + ridge * mean_diagonal
-    with pytest.raises(ValueError, match=r"must be positive semi-definite for a finite `t`") as excinfo:
-        regression.predict(indefinite, y, ridge=ridge, t=1.0)
-    message = str(excinfo.value)
-    assert f"its most negative eigenvalue is {reg_lowest:.3g}" in message
-    suggested = float(re.search(r"e\.g\. ridge=(\S+) \(relative to the mean diagonal\)", message)[1])
-    assert suggested * mean_diagonal > -lowest  # the suggested ridge does lift it above 0
-    assert np.all(np.isfinite(regression.predict(indefinite, y, ridge=suggested, t=1.0)))
-    # Infinite time already refused it (Cholesky), with the same advice.
-    with pytest.raises(ValueError, match=r"not positive definite.*pass a larger `ridge`"):
-        regression.predict(indefinite, y, ridge=ridge)
+    for t in (1.0, None):  # infinite time too, with the same message
+        with pytest.raises(ValueError, match=r"plus the ridge .* must be positive semi-definite;") as excinfo:
+            regression.predict(indefinite, y, ridge=ridge, t=t)
+        message = str(excinfo.value)
+        assert f"its most negative eigenvalue is {reg_lowest:.3g}" in message
+        suggested = float(re.search(r"e\.g\. ridge=(\S+) \(relative to the mean diagonal\)", message)[1])
+        assert suggested * mean_diagonal > -lowest  # the suggested ridge does lift it above 0
+        assert np.all(np.isfinite(regression.predict(indefinite, y, ridge=suggested, t=t)))
+    # The eigenvalue is reported in the kernel's units, whatever its scale.
+    with pytest.raises(
+        ValueError, match=re.escape(f"its most negative eigenvalue is {reg_lowest * 1e300:.3g},")
+    ):
+        regression.predict(indefinite * 1e300, y, ridge=ridge, t=1.0)
 
 
 def test_non_finite_kernel_is_refused():
@@ -325,3 +378,165 @@ def test_genuine_float32_kernels_pass(implementation, t):
             kernel[:N, :N], y, kernel[N:, :N], ridge=ridge, t=t, learning_rate=LEARNING_RATE
         )
         assert_close(actual, expected, rtol=1e-3)  # K⁻¹ amplifies the float32 round-off at t=None
+
+
+# --- Singular kernels and extreme times (issue 16: |f| ≈ 1e267 at t=1e300). ---
+
+EXTREME_TIMES = [0.0, 0.3, 40.0, 1e6, 1e300, np.inf, None]
+
+
+def repeated_input_features(kind: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """Features Φ of the N training and M test inputs, the second training input equal to the first,
+    as (N·rows, P) and (M·rows, P) matrices: rows are examples (kron: K = ΦΦᵀ, used as K ⊗ I_O) or
+    (example, output) pairs (full: the eNTK from Jacobians). Also the exact rank of K."""
+    rng = np.random.default_rng(seed)
+    rows = 1 if kind == "kron" else O
+    phi = rng.standard_normal((N + M, rows, FEATURES)) / np.sqrt(FEATURES)
+    phi[1] = phi[0]
+    phi = phi.reshape((N + M) * rows, FEATURES)
+    return phi[: N * rows], phi[N * rows :], (N - 1) * rows
+
+
+def feature_space_flow(
+    phi: np.ndarray, phi_star: np.ndarray, rank: int, y: np.ndarray, ridge, t
+) -> np.ndarray:
+    """Gradient flow from zero on K = ΦΦᵀ + λI, written in feature space with a rank-`rank` SVD
+    Φ = U S Vᵀ and no eigendecomposition of K: K* (K + λI)⁻¹ (I - e^{-τ(K + λI)}) Y is
+    Φ* V diag(s (1 - e^{-(s² + λ)τ}) / (s² + λ)) Uᵀ Y, as K* = Φ* V S Uᵀ vanishes on K's null space.
+    At t = inf (and λ = 0), the pseudo-inverse interpolant Φ* Φ⁺ Y."""
+    u, s, vt = np.linalg.svd(phi, full_matrices=False)
+    u, s, vt = u[:, :rank], s[:rank], vt[:rank]
+    lam = ridge * np.mean(np.sum(phi**2, axis=1))  # ridge × the mean diagonal of ΦΦᵀ
+    tau = np.inf if t is None else LEARNING_RATE * t / y.size
+    gains = s * -np.expm1(-(s**2 + lam) * tau) / (s**2 + lam)
+    rhs = y if len(phi) == y.shape[0] else y.reshape(-1, 1)  # kron: O columns; full: vec(Y)
+    return (phi_star @ vt.T @ (gains[:, None] * (u.T @ rhs))).reshape(-1, y.shape[1])
+
+
+def with_round_off(k: np.ndarray, sign: int, kind: str) -> np.ndarray:
+    """`k` (a kernel whose inputs 0 and 1 are equal) plus ±1e-9 λmax along its null space
+    (e0 - e1)/√2 ⊗ I: a round-off eigenvalue of either sign, deterministically (eigh gives ~1e-16)."""
+    v = np.zeros(N)
+    v[:2] = [1 / np.sqrt(2), -1 / np.sqrt(2)]
+    null = np.outer(v, v) if kind == "kron" else np.einsum("ab,op->abop", np.outer(v, v), np.eye(O))
+    matrix = k if kind == "kron" else as_matrix(k)
+    return k + sign * 1e-9 * np.linalg.eigvalsh(matrix)[-1] * null
+
+
+@pytest.mark.parametrize("t", EXTREME_TIMES)
+@pytest.mark.parametrize("ridge", RIDGES)
+@pytest.mark.parametrize("sign", [-1, 0, 1])
+@pytest.mark.parametrize("kind", ["kron", "full"])
+def test_singular_kernel_matches_feature_space_flow(kind, sign, ridge, t):
+    """A repeated training input, round-off eigenvalues of either sign: round-off was clipped to 0 and
+    multiplied by t (|f| ≈ 1e267 at t=1e300); infinite time refused the kernel. Now every t gives
+    gradient flow, the pseudo-inverse interpolant at t=inf."""
+    phi, phi_star, rank = repeated_input_features(kind)
+    k, k_star = phi @ phi.T, phi_star @ phi.T
+    if kind == "full":  # the (N, N, O, O) layout
+        k, k_star = (m.reshape(-1, O, N, O).transpose(0, 2, 1, 3) for m in (k, k_star))
+    y = targets()
+    expected = feature_space_flow(phi, phi_star, rank, y, ridge, t)
+    actual = regression.predict(
+        with_round_off(k, sign, kind), y, k_star, ridge=ridge, t=t, learning_rate=LEARNING_RATE
+    )
+    assert_close(actual, expected, rtol=1e-7)
+    if t is None and ridge == 0:  # the interpolant of NumPy's pseudo-inverse, and the training targets
+        flat, flat_star = (phi @ phi.T, phi_star @ phi.T)
+        rhs = y if kind == "kron" else y.reshape(-1, 1)
+        assert_close(
+            actual, (flat_star @ np.linalg.pinv(flat, hermitian=True) @ rhs).reshape(-1, O), rtol=1e-7
+        )
+        on_train = regression.predict(k, y, ridge=ridge, t=t)
+        y_fit = y.copy()
+        y_fit[:2] = y[:2].mean(axis=0)  # the equal inputs get the mean of their targets
+        assert_close(on_train, y_fit, rtol=1e-7)
+
+
+def test_singular_kernel_agrees_with_the_van_loan_flow():
+    """At moderate t, also against the matrix-exponential reference (no eigendecomposition at all)."""
+    phi, phi_star, _ = repeated_input_features("kron")
+    k, k_star = phi @ phi.T, phi_star @ phi.T
+    y = targets()
+    for t in (0.3, 40.0):
+        expected = gradient_flow_reference(np.kron(k, np.eye(O)), np.kron(k_star, np.eye(O)), y, 0.0, t)
+        assert_close(regression.predict(k, y, k_star, t=t, learning_rate=LEARNING_RATE), expected, rtol=1e-7)
+
+
+def test_rank_one_kernel_gives_the_mean():
+    """All inputs equal: K = 11ᵀ. Every prediction is the mean target (it was refused at t=None)."""
+    y = targets()
+    assert_close(regression.predict(np.ones((N, N)), y), np.tile(y.mean(axis=0), (N, 1)), rtol=1e-12)
+
+
+def test_zero_kernel_predicts_zero():
+    """No features: gradient flow does not move, at any t (NaN in NT)."""
+    for t in EXTREME_TIMES:
+        assert np.all(regression.predict(np.zeros((N, N)), targets(), t=t) == 0)
+
+
+@pytest.mark.parametrize("t", EXTREME_TIMES)
+@pytest.mark.parametrize("ridge", RIDGES)
+@pytest.mark.parametrize("kind", ["kron", "full"])
+def test_extreme_times_match_nt_on_regular_kernels(float64, kind, ridge, t):
+    """Away from singular, NT's gradient_descent_mse at t = 0, 1e300 and inf too."""
+    if kind == "kron":
+        (k, k_star), trace_axes = kernel_pair(), (-1,)
+    else:
+        (k, k_star), trace_axes = entk_pair(), ()
+    y = targets()
+    predict_fn = nt.predict.gradient_descent_mse(
+        jnp.asarray(k), jnp.asarray(y), learning_rate=LEARNING_RATE, diag_reg=ridge, trace_axes=trace_axes
+    )
+    _, nt_test = predict_fn(t, 0.0, 0.0, jnp.asarray(k_star))
+    actual = regression.predict(k, y, k_star, ridge=ridge, t=t, learning_rate=LEARNING_RATE)
+    assert_close(actual, np.asarray(nt_test), rtol=1e-9)
+
+
+@pytest.mark.parametrize("t", [1e300, 1e308])
+def test_overflowing_time_is_infinite_time(t):
+    """learning_rate · t beyond float64's range: the infinite-time limit, without overflow warnings,
+    on a regular and on a singular kernel (inf × 0 gave NaN there)."""
+    k, k_star = kernel_pair()
+    y = targets()
+    expected = direct(np.kron(k, np.eye(O)), np.kron(k_star, np.eye(O)), y, 0.0, None)
+    assert_close(regression.predict(k, y, k_star, t=t, learning_rate=1e300), expected)
+    phi, phi_star, rank = repeated_input_features("kron")
+    expected = feature_space_flow(phi, phi_star, rank, y, 0.0, None)
+    actual = regression.predict(phi @ phi.T, y, phi_star @ phi.T, t=t, learning_rate=1e300)
+    assert_close(actual, expected, rtol=1e-7)
+
+
+def test_huge_ridge_does_not_overflow():
+    """ridge · mean diagonal beyond float64's range overflowed (an error naming nothing); the answer is
+    K* Y / λ to float64 precision (K is 1e-308 of λ)."""
+    k, k_star = (10 * m for m in kernel_pair())  # a mean diagonal of about 10
+    y = targets()
+    ridge = 1.7e308
+    actual = regression.predict(k, y, k_star, ridge=ridge)
+    mean_diagonal = float(np.mean(np.diag(k)))
+    assert ridge * mean_diagonal == np.inf
+    expected = (k_star / mean_diagonal) @ y / ridge  # λ = ridge · mean diagonal, in two steps
+    assert np.all(np.isfinite(actual))
+    np.testing.assert_allclose(actual, expected, rtol=1e-6)
+    # At a finite time too, long enough to converge (λ·t overflows: no warning).
+    np.testing.assert_allclose(regression.predict(k, y, k_star, ridge=ridge, t=1e300), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-300])
+def test_kernels_of_extreme_scale(scale):
+    """Entries near float64's limits: norms and the mean diagonal overflowed; the flow on c·K for t/c
+    is the flow on K for t."""
+    k, k_star = kernel_pair()
+    y = targets()
+    for t in (0.3, None):
+        expected = direct(np.kron(k, np.eye(O)), np.kron(k_star, np.eye(O)), y, 0.1, t)
+        actual = regression.predict(
+            k * scale,
+            y,
+            k_star * scale,
+            ridge=0.1,
+            t=None if t is None else t / scale,
+            learning_rate=LEARNING_RATE,
+        )
+        assert_close(actual, expected)

@@ -124,3 +124,60 @@ def test_bad_top_k(top_k, error, match):
 def test_sizes_that_do_not_divide():
     with pytest.raises(ValueError, match=r"`reference` has 12 eigenvalues, not a multiple of the 5"):
         spectra.spectral_errors(kron(np.eye(N), np.eye(O)), np.eye(5), top_k=1)
+    with pytest.raises(ValueError, match=r"`entk` has 12 eigenvalues, not a multiple of the 5 of `kernel`"):
+        spectra.repeated_eigenvalue_errors(kron(np.eye(N), np.eye(O)), np.eye(5), top_k=1)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_kernel_is_refused(value):
+    """A NaN kernel raised NumPy's LinAlgError ("Eigenvalues did not converge"), naming nothing."""
+    k = np.eye(N)
+    k[1, 2] = k[2, 1] = value
+    with pytest.raises(
+        ValueError, match=rf"^`kernel` must be finite; it has 2 NaN or infinite entries of {N * N}"
+    ):
+        spectra.spectrum(k)
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (0, 0, O, O), (N, N, 0, 0)])
+def test_empty_kernel_is_refused(shape):
+    """A 0×0 kernel gave an empty spectrum, whose λ_max is an IndexError later."""
+    with pytest.raises(
+        ValueError, match=rf"`kernel` must be a square .*N and O at least 1; got shape \({shape[0]}, "
+    ):
+        spectra.spectrum(np.zeros(shape))
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        # The imaginary part was dropped with NumPy's ComplexWarning only.
+        (lambda k: k * (1 + 1j), r"got dtype complex128 \(complex values are not supported"),
+        (lambda k: k.astype(str), r"got dtype <U\d+; pass numbers"),
+    ],
+)
+def test_kernels_that_are_not_real_are_refused_by_name(bad, match):
+    k = rotated(np.array([4.0, 2.0, 1.0, 0.25]))
+    with pytest.raises(TypeError, match=rf"^`kernel` must be an array of real numbers; {match}"):
+        spectra.spectrum(bad(k))
+    entk = kron(k, np.eye(O))
+    with pytest.raises(TypeError, match=r"^`reference` must be an array of real numbers"):
+        spectra.spectral_errors(bad(entk), k, top_k=1)
+    with pytest.raises(TypeError, match=r"^`approximation` must be an array of real numbers"):
+        spectra.spectral_errors(entk, bad(k), top_k=1)
+    with pytest.raises(TypeError, match=r"^`entk` must be an array of real numbers"):
+        spectra.repeated_eigenvalue_errors(bad(entk), k, top_k=1)
+    with pytest.raises(TypeError, match=r"^`kernel` must be an array of real numbers"):
+        spectra.repeated_eigenvalue_errors(entk, bad(k), top_k=1)
+
+
+def test_entries_near_the_float64_limit():
+    """(K + Kᵀ)/2 overflowed for entries near 1.8e308."""
+    eigenvalues = np.array([1.5, 1.0, 0.5, 0.25]) * 1e308
+    s = spectra.spectrum(rotated(eigenvalues / 1e308) * 1e308)
+    np.testing.assert_allclose(s.eigenvalues, eigenvalues, rtol=TOL)
+
+
+def test_int_and_bool_kernels_are_numbers():
+    np.testing.assert_array_equal(spectra.spectrum(np.array([[2, 0], [0, 1]])).eigenvalues, [2.0, 1.0])
+    np.testing.assert_array_equal(spectra.spectrum(np.eye(2, dtype=bool)).eigenvalues, [1.0, 1.0])

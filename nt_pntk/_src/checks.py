@@ -95,6 +95,54 @@ def positive(name: str, value: Any) -> float:
     return value
 
 
+def real_array(name: str, value: Any, *, finite: bool = True) -> Any:
+    """`value` as a float64 NumPy array of real numbers (bools and ints included), finite unless
+    ``finite=False``; a `TypeError` for strings, objects and complex numbers (whose imaginary
+    part a cast would drop with a mere warning), a `ValueError` for NaN or infinite entries."""
+    import numpy as np
+
+    try:
+        array = np.asarray(value)
+    except ValueError as e:  # ragged nested sequences
+        raise TypeError(f"`{name}` must be an array of real numbers; got {_brief(value)} ({e}).") from None
+    if not _is_real_dtype(array.dtype):
+        hint = (
+            f" (complex values are not supported; pass np.real({name}) if the imaginary part is round-off)"
+            if array.dtype.kind == "c"
+            else "; pass numbers, e.g. a float array"
+        )
+        raise TypeError(f"`{name}` must be an array of real numbers; got dtype {array.dtype}{hint}.")
+    array = array.astype(np.float64, copy=False)
+    if finite:
+        bad = ~np.isfinite(array)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"`{name}` must be finite; it has {int(bad.sum())} NaN or infinite entries of "
+                f"{array.size}, the first {array[first]} at index {first}."
+            )
+    return array
+
+
+def _is_real_dtype(dtype: Any) -> bool:
+    if dtype.kind in "biuf":
+        return True
+    if dtype.kind != "V":
+        return False
+    try:  # bfloat16, float8_*: JAX's floating types, registered with NumPy by ml_dtypes
+        import ml_dtypes
+
+        ml_dtypes.finfo(dtype)
+    except (ImportError, TypeError, ValueError):
+        return False
+    return True
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"a {type(value).__name__}"
+
+
 def one_of(name: str, value: Any, choices: Sequence[Any]) -> Any:
     """`value` if it is one of `choices`, of the same type (so True is not 1, nor 1.0 the int 1)."""
     for choice in choices:

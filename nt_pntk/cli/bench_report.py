@@ -11,7 +11,9 @@ eNTK's between 1 and 2.
 ``--compare BASELINE CONTENDER`` (two commits, hashes or prefixes) prints the ratio
 contender / baseline of every figure measured in both, flags those above ``--threshold``
 (worse) or below its inverse (better), and the exponents' changes; ``--strict`` makes
-the command exit with 1 when a figure got worse.
+the command exit with 1 when a figure got worse, or when no figure could be compared (a gate
+that compared nothing has not passed). A results file that is not in asv's format (not
+JSON, a figure that is neither a number nor null) is an error naming the file (exit 2).
 
 asv environments are kept apart, as ``asv compare`` does: the same commit measured in two
 environments (``asv run -E existing:...`` and a virtualenv, or two Python versions) gives two
@@ -111,7 +113,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--results {results_dir} is not a folder; pass asv's results directory")
     if not results_dir.is_dir():  # a fresh checkout: the suite has not run yet
         raise ValueError(f"no asv results yet: {results_dir} does not exist. {HOW_TO_MAKE_RESULTS}")
-    raw = br.load_results(results_dir, machine=args.machine)
+    try:
+        raw = br.load_results(results_dir, machine=args.machine)
+    except br.ResultsFormatError as e:
+        raise UsageError(f"{e}; fix or remove the file, or rerun the benchmarks") from e
     if raw.empty:
         machine = f" of machine {args.machine!r}" if args.machine else ""
         raise ValueError(f"no asv results{machine} under {results_dir} yet. {HOW_TO_MAKE_RESULTS}")
@@ -159,14 +164,9 @@ def run(args: argparse.Namespace) -> int:
     if args.compare:
         baseline, contender = (_resolve_commit(br, frame, c, "--compare") for c in args.compare)
         table = br.compare(frame, baseline, contender, threshold=args.threshold)
-        if table.empty:
-            in_baseline = br.environments(frame[frame["commit"] == baseline])
-            in_contender = br.environments(frame[frame["commit"] == contender])
-            if not set(in_baseline) & set(in_contender):
-                print(
-                    f"\nNo environment measured both commits: {baseline[:8]} has {in_baseline}, "
-                    f"{contender[:8]} has {in_contender}; figures of different environments are not compared."
-                )
+        nothing_compared = br.why_nothing_compared(frame, baseline, contender) if table.empty else None
+        if nothing_compared:
+            print(f"\nNothing compared: {nothing_compared}.")
         worse = int((table["flag"] == "worse").sum())
         better = int((table["flag"] == "better").sum())
         print(
@@ -212,6 +212,12 @@ def run(args: argparse.Namespace) -> int:
             print(moved.to_string(index=False, float_format=lambda v: f"{v:+.2f}"))
         if args.csv is not None:
             table.to_csv(args.csv / f"compare-{baseline[:8]}-{contender[:8]}.csv", index=False)
+        if args.strict and nothing_compared:  # a gate that compared nothing has not passed
+            raise ValueError(
+                f"--strict: the comparison {baseline[:8]} -> {contender[:8]} compared no figure: "
+                f"{nothing_compared}. Rerun the benchmarks of both commits in one environment "
+                "(bash asv_bench/run.sh)"
+            )
     return 1 if (args.strict and worse) else 0
 
 

@@ -57,6 +57,95 @@ REFERENCE_SUITE_BENCHMARK = "PeakMemReference.peakmem_reference"
 # --- Reading asv's results ---------------------------------------------------------
 
 
+class ResultsFormatError(ValueError):
+    """A results file or ``benchmarks.json`` that is not what asv writes; the message names the file
+    (and the benchmark) and what is wrong. Corrupt figures are errors, never NaN: a comparison that
+    dropped them would pass having compared nothing."""
+
+
+def _json_kind(value: Any) -> str:
+    """How JSON names `value`'s kind, with the value where it is short: ``the string '2024'``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {value!r}" if len(value) <= 40 else "a string"
+    return {list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _read_json(path: Path) -> Any:
+    """`path`'s JSON; a `ResultsFormatError` naming the file where it is not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ResultsFormatError(
+            f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise ResultsFormatError(f"{path}: not valid JSON (not UTF-8 text: {e.reason})") from None
+
+
+def _read_descriptions(path: Path) -> dict[str, Any]:
+    """asv's ``benchmarks.json``: ``{benchmark: description, "version": int}``."""
+    descriptions = _read_json(path)
+    if not isinstance(descriptions, dict):
+        raise ResultsFormatError(
+            f"{path}: must be a JSON object of benchmark descriptions (asv's benchmarks.json); "
+            f"got {_json_kind(descriptions)}"
+        )
+    for name, description in descriptions.items():
+        if name == "version":
+            continue
+        where = f"{path}: benchmark {name}"
+        if not isinstance(description, dict):
+            raise ResultsFormatError(
+                f"{where}: its description must be an object; got {_json_kind(description)}"
+            )
+        names = description.get("param_names")
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise ResultsFormatError(
+                f"{where}: `param_names` must be a list of strings; got {_json_kind(names)}"
+            )
+        for key in ("type", "unit"):
+            if description.get(key) is not None and not isinstance(description[key], str):
+                raise ResultsFormatError(
+                    f"{where}: `{key}` must be a string; got {_json_kind(description[key])}"
+                )
+    return descriptions
+
+
+def _check_result_file(path: Path, data: dict) -> None:
+    """A `ResultsFormatError` for a results file whose fields are not of the types asv writes."""
+    commit = data["commit_hash"]
+    if not (isinstance(commit, str) and commit):
+        raise ResultsFormatError(
+            f"{path}: `commit_hash` must be a string, the commit's git hash; got {_json_kind(commit)}"
+        )
+    expected = {
+        "date": ("a number, milliseconds since the epoch", lambda v: v is None or _is_number(v)),
+        "env_name": ("a string", lambda v: isinstance(v, str)),
+        "params": ("an object", lambda v: isinstance(v, dict)),
+        "result_columns": (
+            "a list of strings",
+            lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
+        ),
+        "results": ("an object of benchmark results", lambda v: isinstance(v, dict)),
+    }
+    for key, (what, ok) in expected.items():
+        if key in data and not ok(data[key]):
+            raise ResultsFormatError(f"{path}: `{key}` must be {what}; got {_json_kind(data[key])}")
+    machine = data.get("params", {}).get("machine")
+    if machine is not None and not isinstance(machine, str):
+        raise ResultsFormatError(f"{path}: `params.machine` must be a string; got {_json_kind(machine)}")
+
+
 def find_result_files(results_dir: Path, machine: str | None = None) -> list[Path]:
     """The result files under `results_dir` (all machines, or `machine`'s)."""
     results_dir = Path(results_dir)
@@ -112,18 +201,30 @@ def load_results(
       Columns ``commit, date, machine, env, benchmark, class, function, metric, suite,
       kernel, implementation, n, out, width, params, value, unit``; ``peakmem`` still
       raw (see `subtract_references`).
+
+    Raises:
+      ResultsFormatError: a file that is not JSON, or not in asv's format (a figure that is
+        neither a number nor null, fields of other types); the message names the file.
     """
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise FileNotFoundError(f"no asv results directory {results_dir}")
     descriptions: dict[str, dict] = {}
     if (results_dir / "benchmarks.json").is_file():
-        descriptions = json.loads((results_dir / "benchmarks.json").read_text())
+        descriptions = _read_descriptions(results_dir / "benchmarks.json")
     rows = []
     for path in find_result_files(results_dir, machine):
-        data = json.loads(path.read_text())
-        if "results" not in data or "commit_hash" not in data:
-            continue
+        data = _read_json(path)
+        if not isinstance(data, dict):
+            raise ResultsFormatError(
+                f"{path}: must be a JSON object, an asv results file; got {_json_kind(data)}"
+            )
+        if "results" not in data and "commit_hash" not in data:
+            continue  # not a results file
+        for key in ("results", "commit_hash"):
+            if key not in data:
+                raise ResultsFormatError(f"{path}: an asv results file, but without `{key}`")
+        _check_result_file(path, data)
         commit = data["commit_hash"]
         if commits and not any(commit.startswith(c) for c in commits):
             continue
@@ -159,8 +260,13 @@ _COLUMNS = [
 def _benchmark_rows(
     name: str, entry: Any, columns: list[str], description: dict, data: dict, path: Path
 ) -> list[dict]:
+    where = f"{path}: benchmark {name}"
     if isinstance(entry, dict):  # asv < 0.5 wrote dicts; keep the fields we use.
         entry = [entry.get("result"), entry.get("params", [])]
+    if not isinstance(entry, list):
+        raise ResultsFormatError(
+            f"{where}: its result must be a list (asv's result_columns); got {_json_kind(entry)}"
+        )
     record = dict(zip(columns, entry, strict=False))
     values = record.get("result")
     params = record.get("params") or []
@@ -168,6 +274,14 @@ def _benchmark_rows(
         return []
     if not isinstance(values, list):
         values = [values]
+    for i, value in enumerate(values):
+        # null: failed; NaN: skipped (asv's conventions). Anything else would become NaN unseen.
+        if value is not None and not _is_number(value):
+            raise ResultsFormatError(f"{where}: figure {i} must be a number or null; got {_json_kind(value)}")
+    if not (isinstance(params, list) and all(isinstance(p, list) for p in params)):
+        raise ResultsFormatError(
+            f"{where}: `params` must be a list of lists of parameter values; got {_json_kind(params)}"
+        )
     parts = name.split(".")
     function = parts[-1]
     class_name = parts[-2] if len(parts) >= 3 else None
@@ -176,7 +290,7 @@ def _benchmark_rows(
         param_names = [f"param{i + 1}" for i in range(len(params))]
     combos = list(itertools.product(*params)) if params else [()]
     if len(combos) != len(values):
-        raise ValueError(f"{path}: {name} has {len(values)} results for {len(combos)} parameter sets")
+        raise ResultsFormatError(f"{where}: {len(values)} results for {len(combos)} parameter sets")
     metric = _metric(function, description.get("type"))
     unit = description.get("unit") or {"time": "seconds", "peakmem": "bytes"}.get(metric, "")
     rows = []
@@ -416,6 +530,29 @@ def compare(frame: pd.DataFrame, baseline: str, contender: str, *, threshold: fl
     )
     columns = ["env", *KEY_COLUMNS, *AXES, "benchmark", "params", "baseline", "contender", "ratio", "flag"]
     return merged.sort_values("ratio", ascending=False, kind="stable")[columns].reset_index(drop=True)
+
+
+def why_nothing_compared(frame: pd.DataFrame, baseline: str, contender: str) -> str:
+    """Why `compare` of these commits is empty, in one sentence."""
+    a, b = resolve_commit(frame, baseline), resolve_commit(frame, contender)
+    left, right = frame[frame["commit"] == a], frame[frame["commit"] == b]
+    in_a, in_b = environments(left), environments(right)
+    if not set(in_a) & set(in_b):
+        return (
+            f"no environment measured both commits: {a[:8]} has {in_a}, {b[:8]} has {in_b}; figures of "
+            "different environments are not compared"
+        )
+    keys = ["env", "benchmark", "params"]
+    both = left.merge(right, on=keys, suffixes=("_a", "_b"))
+    if both.empty:
+        return (
+            f"no benchmark was measured at the same parameters in both ({len(left)} figures of {a[:8]}, "
+            f"{len(right)} of {b[:8]})"
+        )
+    return (
+        f"each of the {len(both)} figures measured in both failed or was skipped (null or NaN) or is "
+        "not positive in at least one of them"
+    )
 
 
 def compare_exponents(

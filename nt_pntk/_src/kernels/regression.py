@@ -21,6 +21,21 @@ the eNTK get the same relative regularization). ``t=None`` (infinite time) is
 solved with a Cholesky factorization, finite ``t`` with an eigendecomposition.
 All the linear algebra runs in float64 NumPy/SciPy, whatever the input dtype.
 
+Singular kernels (a repeated input, more inputs than features) are well-defined
+at every ``t``: eigenvalues of :math:`K + \lambda I` within round-off of zero
+count as zero, their directions contribute nothing (for a kernel, :math:`K_*`
+vanishes on :math:`K`'s null space), and infinite time gives the pseudo-inverse
+:math:`K_* K^+ Y`, the minimum-norm interpolant that gradient flow from zero
+converges to. Infinite time switches from Cholesky to the eigendecomposition
+where :math:`K + \lambda I` is that close to singular. Here NT differs: its
+Cholesky gives NaN and its eigenbasis divides round-off by round-off (or
+multiplies it by ``t``). On kernels well away from singular both agree.
+
+Only real kernels and targets: the kernels of real networks are real, and for
+complex ones NT's predictions (an eigenbasis used without conjugation) are not
+those of gradient flow; complex arrays are refused rather than cast (which
+drops the imaginary part).
+
 Example:
   >>> import numpy as np
   >>> from nt_pntk import regression
@@ -38,6 +53,9 @@ from typing import Any
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.lapack
+
+from nt_pntk._src import checks
 
 
 def predict(
@@ -72,7 +90,8 @@ def predict(
         ``k_train_train``, as NT's ``diag_reg`` with
         ``diag_reg_absolute_scale=False``.
       t: training time, in the units of `nt.predict.gradient_descent_mse`;
-        ``None`` (or ``inf``) for infinite time.
+        ``None`` (or ``inf``) for infinite time. A product ``learning_rate · t``
+        beyond float64's range is infinite time.
       learning_rate: the learning rate :math:`\eta` multiplying ``t``.
 
     Returns:
@@ -84,11 +103,13 @@ def predict(
         the argument and the expected shape) or with NaN or infinite entries; a
         ``k_train_train`` that is not symmetric beyond round-off (relative
         asymmetry ‖K − Kᵀ‖/‖K‖ above 100·eps, eps of its dtype but float32's at
-        least); a negative or non-finite ``ridge``, a negative ``t``, a
-        non-positive ``learning_rate``; for ``t=None``, a regularized kernel that
-        is not positive definite, and for a finite ``t`` one with an eigenvalue
-        below −max(N, 100)·eps·λmax (round-off; raise ``ridge``).
-      TypeError: ``ridge``, ``t`` or ``learning_rate`` that is not a number.
+        least); a negative or non-finite ``ridge``, a negative or NaN ``t``, a
+        non-positive or non-finite ``learning_rate``; a regularized kernel with
+        an eigenvalue below −max(N, 100)·eps·λmax (beyond round-off; raise
+        ``ridge``). Eigenvalues within ±max(N, 100)·eps·λmax count as zero.
+      TypeError: ``ridge``, ``t`` or ``learning_rate`` that is not a real number
+        (bools and strings included); kernels or targets that are not arrays of
+        real numbers (strings, objects, complex numbers).
 
     Example:
       >>> import numpy as np
@@ -99,75 +120,97 @@ def predict(
       True
     """
     k, y, k_star, eps = _checked(k_train_train, y_train, k_test_train)
-    ridge = _non_negative("ridge", ridge)
+    ridge = checks.non_negative("ridge", ridge)
     if t is not None:
-        t = _real("t", t)
+        t = checks.real("t", t)
         if not t >= 0:  # also NaN
             raise ValueError(f"`t` must be a time >= 0, or None (or inf) for infinite time; got t={t!r}.")
-        t = None if math.isinf(t) else t
-    learning_rate = _positive("learning_rate", learning_rate)
+    learning_rate = checks.positive("learning_rate", learning_rate)
     n, out = y.shape
     full = k.ndim == 4
     if full:
         k, k_star, y = _as_matrix(k), _as_matrix(k_star), y.reshape(n * out, 1)
+    # Entries of at most 1 by a power of two, which scales exactly: the norms, the mean diagonal and
+    # the ridge cannot overflow (ridge=1e308). Gradient flow on K/s for s·τ is gradient flow on K for τ.
+    scale = _power_of_two_above(float(np.max(np.abs(k))))
+    k, k_star = k / scale, k_star / scale
     _check_symmetric(k, eps, full)
     mean_diagonal = float(np.mean(np.diag(k)))
     k_reg = k + ridge * mean_diagonal * np.eye(len(k))
-    if t is None:
-        coefficients = _cholesky_solve(k_reg, y, ridge)
-    else:
+    # An η·t beyond float64's range is infinite time, the limit it stands for (e^{-λτ} is 0 either way).
+    time = math.inf if t is None else learning_rate * (t * scale) / (n * out)
+    tolerance = max(len(k), 100) * eps
+    coefficients = _cholesky_solve(k_reg, y, tolerance) if math.isinf(time) else None
+    if coefficients is None:
         evals, evecs = scipy.linalg.eigh(k_reg)
-        _check_semi_definite(evals, ridge, mean_diagonal, eps)
-        coefficients = _gradient_flow_solve(evals, evecs, y, learning_rate * t / (n * out))
+        _check_semi_definite(evals, ridge, mean_diagonal, tolerance, scale)
+        coefficients = _gradient_flow_solve(evals, evecs, y, time, tolerance)
     prediction = k_star @ coefficients
     return prediction.reshape(-1, out)
 
 
-def _cholesky_solve(k_reg: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
-    """(K + λI)^{-1} Y by Cholesky."""
+def _power_of_two_above(value: float) -> float:
+    """The power of two 2^e with value / 2^e in [0.5, 1); 1 for 0."""
+    return math.ldexp(1.0, math.frexp(value)[1]) if value > 0 else 1.0
+
+
+def _cholesky_solve(k_reg: np.ndarray, y: np.ndarray, tolerance: float) -> np.ndarray | None:
+    """(K + λI)^{-1} Y by Cholesky, or None where K + λI may have eigenvalues within round-off
+    (`tolerance` × λmax) of 0 or below: `_gradient_flow_solve` then drops them.
+
+    LAPACK's estimate of 1/(‖A‖₁‖A⁻¹‖₁) is at most λmin/λmax (‖A‖₂ <= ‖A‖₁ for a symmetric A)
+    and overestimates it by a small factor at worst, hence the margin of 10.
+    """
     try:
-        factor = scipy.linalg.cho_factor(k_reg, lower=True, check_finite=True)
+        factor = scipy.linalg.cho_factor(k_reg, lower=True, check_finite=False)
     except np.linalg.LinAlgError:
-        raise ValueError(
-            f"`k_train_train` plus the ridge (ridge={ridge} × mean diagonal) is not positive "
-            "definite, so the regression has no unique solution; pass a larger `ridge`, e.g. "
-            "ridge=1e-3 (relative to the mean diagonal)."
-        ) from None
+        return None
+    rcond, _ = scipy.linalg.lapack.dpocon(factor[0], np.linalg.norm(k_reg, 1), uplo="L")
+    if not rcond > 10 * tolerance:
+        return None
     return scipy.linalg.cho_solve(factor, y, check_finite=False)
 
 
-def _check_semi_definite(evals: np.ndarray, ridge: float, mean_diagonal: float, eps: float) -> None:
-    """A ValueError when the regularized kernel's eigenvalues `evals` go negative beyond round-off.
+def _check_semi_definite(
+    evals: np.ndarray, ridge: float, mean_diagonal: float, tolerance: float, scale: float
+) -> None:
+    """A ValueError when the regularized kernel's eigenvalues `evals` (of K / `scale`) go negative
+    beyond round-off.
 
     Round-off moves the eigenvalues of a PSD matrix by up to about N·eps·λmax (the bound of
-    numpy's matrix_rank), 100·eps at least for small N. Beyond it, gradient flow diverges
-    along the negative eigenvalue's direction, which clipping it at 0 would hide.
+    numpy's matrix_rank), 100·eps at least for small N: `tolerance`. Beyond it, gradient flow
+    diverges along the negative eigenvalue's direction, which clipping it at 0 would hide.
     """
-    tolerance = max(len(evals), 100) * eps
-    scale = float(np.max(np.abs(evals)))
-    if not evals[0] < -tolerance * scale:
+    largest = float(np.max(np.abs(evals)))
+    if not evals[0] < -tolerance * largest:
         return
     fix = "pass a larger `ridge`"
     if mean_diagonal > 0:  # a ridge that lifts the most negative eigenvalue above 0 twice over
         fix += f", e.g. ridge={float(f'{ridge + 2 * -evals[0] / mean_diagonal:.1g}'):g}"
     fix += " (relative to the mean diagonal)"
     raise ValueError(
-        f"`k_train_train` plus the ridge (ridge={ridge} × mean diagonal) must be positive semi-definite "
-        f"for a finite `t`; its most negative eigenvalue is {evals[0]:.3g}, {-evals[0] / scale:.2g} × its "
-        f"largest magnitude {scale:.3g}, beyond round-off ({tolerance:.1g} × it). Check that it is a kernel "
-        f"(a Gram matrix), or {fix}."
+        f"`k_train_train` plus the ridge (ridge={ridge} × mean diagonal) must be positive semi-definite; "
+        f"its most negative eigenvalue is {evals[0] * scale:.3g}, {-evals[0] / largest:.2g} × its largest "
+        f"magnitude {largest * scale:.3g}, beyond round-off ({tolerance:.1g} × it). Check that it is a "
+        f"kernel (a Gram matrix), or {fix}."
     )
 
 
-def _gradient_flow_solve(evals: np.ndarray, evecs: np.ndarray, y: np.ndarray, time: float) -> np.ndarray:
-    """(K + λI)^{-1} (I - exp(-time (K + λI))) Y from the eigendecomposition of K + λI.
+def _gradient_flow_solve(
+    evals: np.ndarray, evecs: np.ndarray, y: np.ndarray, time: float, tolerance: float
+) -> np.ndarray:
+    """(K + λI)^{+} (I - exp(-time (K + λI))) Y from the eigendecomposition of K + λI.
 
-    Eigenvalues are clipped at 0 (round-off of a PSD kernel: `_check_semi_definite`) and
-    the factor (1 - e^{-λ τ}) / λ takes its limit τ at λ = 0.
+    Eigenvalues within round-off of 0 (at most `tolerance` × λmax; `_check_semi_definite` refused
+    those below) count as 0, and their directions contribute nothing at any time: for a kernel,
+    K_* vanishes on K's null space, so only round-off would be left there, multiplied by the time
+    (|f| ≈ 1e267 at t=1e300) or by 1/λ. At time=inf this is the pseudo-inverse K_* K⁺ Y, the
+    minimum-norm interpolant that gradient flow from zero converges to.
     """
-    evals = np.maximum(evals, 0.0)
-    safe = np.where(evals > 0, evals, 1.0)
-    factors = np.where(evals > 0, -np.expm1(-evals * time) / safe, time)
+    keep = evals > tolerance * np.max(np.abs(evals))
+    evals, evecs = evals[keep], evecs[:, keep]
+    with np.errstate(over="ignore"):  # λ·time past float64's range: e^{-λ·time} = 0, as for inf
+        factors = -np.expm1(-evals * time) / evals  # 1 / λ at time=inf
     return evecs @ (factors[:, None] * (evecs.T @ y))
 
 
@@ -208,13 +251,13 @@ def _checked(k_train_train: Any, y_train: Any, k_test_train: Any) -> tuple[np.nd
     its dtype's eps, but float32's at least, as a float64 kernel is often a float32 one cast
     (JAX computes in float32 by default, and the validation sweep casts its kernels).
     """
-    k = np.asarray(k_train_train)
+    dtype = np.asarray(k_train_train).dtype
+    k = checks.real_array("k_train_train", k_train_train)
     eps = float(np.finfo(np.float32).eps)
     try:  # (integer kernels are exact; bfloat16 has a finfo only where ml_dtypes registered one)
-        eps = max(eps, float(np.finfo(k.dtype).eps))
+        eps = max(eps, float(np.finfo(dtype).eps))
     except (TypeError, ValueError):
         pass
-    k = k.astype(np.float64, copy=False)
     square = k.ndim in (2, 4) and k.shape[0] == k.shape[1] and (k.ndim == 2 or k.shape[2] == k.shape[3])
     if not square or 0 in k.shape:
         raise ValueError(
@@ -222,19 +265,17 @@ def _checked(k_train_train: Any, y_train: Any, k_test_train: Any) -> tuple[np.nd
             f"eNTK (NT's trace_axes=() layout), N and O at least 1; got shape {k.shape}."
         )
     n = k.shape[0]
-    y = np.asarray(y_train, np.float64)
+    y = checks.real_array("y_train", y_train)
     expected = f"(N, O) = ({n}, O)" if k.ndim == 2 else f"(N, O) = ({n}, {k.shape[2]})"
-    if y.ndim != 2 or y.shape[0] != n or (k.ndim == 4 and y.shape[1] != k.shape[2]):
+    if y.ndim != 2 or y.shape[0] != n or (k.ndim == 4 and y.shape[1] != k.shape[2]) or y.size == 0:
         raise ValueError(
-            f"`y_train` must have shape {expected} for a `k_train_train` of shape {k.shape}; got "
+            f"`y_train` must have shape {expected} for a `k_train_train` of shape {k.shape}, O >= 1; got "
             f"shape {y.shape}. One-hot labels: `nt_pntk.data.centred_one_hot(labels, O)`; a single output: "
             "`y[:, None]`."
         )
-    for name, array in (("k_train_train", k), ("y_train", y)):
-        _check_finite(name, array)
     if k_test_train is None:
         return k, y, k, eps
-    k_star = np.asarray(k_test_train, np.float64)
+    k_star = checks.real_array("k_test_train", k_test_train)
     if k.ndim == 2:
         ok, expected = k_star.ndim == 2 and k_star.shape[1] == n, f"(M, {n})"
     else:
@@ -245,34 +286,4 @@ def _checked(k_train_train: Any, y_train: Any, k_test_train: Any) -> tuple[np.nd
             f"`k_test_train` must have shape {expected} (test inputs × training inputs) for a "
             f"`k_train_train` of shape {k.shape}; got shape {k_star.shape}."
         )
-    _check_finite("k_test_train", k_star)
     return k, y, k_star, eps
-
-
-def _check_finite(name: str, array: np.ndarray) -> None:
-    bad = np.size(array) - np.count_nonzero(np.isfinite(array))
-    if bad:
-        raise ValueError(
-            f"`{name}` must be finite; it has {bad} NaN or infinite entries of {np.size(array)}."
-        )
-
-
-def _non_negative(name: str, value: Any) -> float:
-    value = _real(name, value)
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"`{name}` must be a finite number >= 0; got {name}={value!r}.")
-    return value
-
-
-def _positive(name: str, value: Any) -> float:
-    value = _real(name, value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"`{name}` must be a finite number > 0; got {name}={value!r}.")
-    return value
-
-
-def _real(name: str, value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"`{name}` must be a real number; got {value!r}.") from None

@@ -19,10 +19,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import operator
 from typing import Any
 
 import numpy as np
+
+from nt_pntk._src import checks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,15 +80,22 @@ def spectrum(kernel: Any) -> Spectrum:
 
     computed with ``numpy.linalg.eigvalsh`` in float64 on the symmetric part
     :math:`(K + K^\top)/2` (float32 kernels are symmetric only up to round-off).
+    Complex kernels are refused, not cast (which would drop the imaginary part):
+    the kernels of real networks are real, and a complex one's eigenvalues depend
+    on a convention (Hermitian J Jᴴ, or complex symmetric J Jᵀ) an array does not
+    tell.
 
     Args:
-      kernel: an ``(N, N)`` or ``(N, N, O, O)`` array.
+      kernel: an ``(N, N)`` or ``(N, N, O, O)`` array of real numbers, N and O
+        at least 1.
 
     Returns:
       A `Spectrum`.
 
     Raises:
-      ValueError: ``kernel`` of another shape.
+      ValueError: ``kernel`` of another shape, empty, or with NaN or infinite
+        entries.
+      TypeError: ``kernel`` not an array of real numbers (complex, strings).
 
     Example:
       >>> import numpy as np
@@ -96,8 +104,16 @@ def spectrum(kernel: Any) -> Spectrum:
       >>> s.lambda_max, s.lambda_min, s.condition_number, s.top(2)
       (4.0, 1.0, 4.0, array([4., 2.]))
     """
-    matrix = _as_matrix("kernel", kernel)
-    return Spectrum(np.linalg.eigvalsh((matrix + matrix.T) / 2)[::-1].copy())
+    return _spectrum("kernel", kernel)
+
+
+def _spectrum(name: str, kernel: Any) -> Spectrum:
+    """`spectrum`, its errors naming the argument `name`; a `Spectrum` passes through."""
+    if isinstance(kernel, Spectrum):
+        return kernel
+    matrix = _as_matrix(name, kernel)
+    # (halves first: the sum of two entries near float64's largest would overflow)
+    return Spectrum(np.linalg.eigvalsh(matrix / 2 + matrix.T / 2)[::-1].copy())
 
 
 def spectral_errors(reference: Any, approximation: Any, *, top_k: int) -> SpectralErrors:
@@ -131,12 +147,18 @@ def spectral_errors(reference: Any, approximation: Any, *, top_k: int) -> Spectr
       >>> float(round(e.lambda_max, 3)), e.top_k.round(3)
       (0.091, array([0.091, 0.   ]))
     """
-    ref = reference if isinstance(reference, Spectrum) else spectrum(reference)
-    approx = approximation if isinstance(approximation, Spectrum) else spectrum(approximation)
+    return _spectral_errors(reference, approximation, top_k, ("reference", "approximation"))
+
+
+def _spectral_errors(
+    reference: Any, approximation: Any, top_k: int, names: tuple[str, str]
+) -> SpectralErrors:
+    """`spectral_errors`, its errors naming the arguments `names`."""
+    ref, approx = _spectrum(names[0], reference), _spectrum(names[1], approximation)
     n_ref, n_approx = len(ref.eigenvalues), len(approx.eigenvalues)
     if n_ref % n_approx:
         raise ValueError(
-            f"`reference` has {n_ref} eigenvalues, not a multiple of the {n_approx} of `approximation`; "
+            f"`{names[0]}` has {n_ref} eigenvalues, not a multiple of the {n_approx} of `{names[1]}`; "
             "pass an (N, N, O, O) eNTK and an (N, N) kernel on the same N inputs (or kernels of equal size)."
         )
     approx = approx.repeated(n_ref // n_approx)
@@ -180,29 +202,24 @@ def repeated_eigenvalue_errors(entk: Any, kernel: Any, *, top_k: int) -> np.ndar
       >>> bool(np.all(spectra.repeated_eigenvalue_errors(entk, k, top_k=6) < 1e-12))
       True
     """
-    return spectral_errors(entk, kernel, top_k=top_k).top_k
+    return _spectral_errors(entk, kernel, top_k, ("entk", "kernel")).top_k
 
 
 def _as_matrix(name: str, kernel: Any) -> np.ndarray:
-    k = np.asarray(kernel, np.float64)
-    if k.ndim == 2 and k.shape[0] == k.shape[1]:
+    k = checks.real_array(name, kernel)
+    if k.size and k.ndim == 2 and k.shape[0] == k.shape[1]:
         return k
-    if k.ndim == 4 and k.shape[0] == k.shape[1] and k.shape[2] == k.shape[3]:
+    if k.size and k.ndim == 4 and k.shape[0] == k.shape[1] and k.shape[2] == k.shape[3]:
         n, _, o, _ = k.shape
         return k.transpose(0, 2, 1, 3).reshape(n * o, n * o)
     raise ValueError(
-        f"`{name}` must be a square (N, N) kernel or an (N, N, O, O) eNTK (NT's trace_axes=() layout); "
-        f"got shape {k.shape}."
+        f"`{name}` must be a square (N, N) kernel or an (N, N, O, O) eNTK (NT's trace_axes=() layout), "
+        f"N and O at least 1; got shape {k.shape}."
     )
 
 
 def _top_k(value: Any, size: int | None, name: str = "top_k") -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"`{name}` must be an int; got {value!r}.")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"`{name}` must be an int; got {value!r}.") from None
+    value = checks.integer(name, value)
     upper = "" if size is None else f" and at most {size} (the number of eigenvalues)"
     if value < 1 or (size is not None and value > size):
         raise ValueError(f"`{name}` must be at least 1{upper}; got {name}={value}.")
