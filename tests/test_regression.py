@@ -179,6 +179,20 @@ def test_bad_options(options, error, match):
         regression.predict(k, targets(), k_star, **options)
 
 
+@pytest.mark.parametrize("wrap", [np.float32, np.int64, np.asarray, jnp.asarray])
+def test_scalar_arrays_are_numbers(wrap):
+    # `t=jnp.array(40.0)` is how a JAX user writes a time: the same prediction as the float,
+    # whose own correctness the NO x NO and NT comparisons above establish.
+    k, k_star = kernel_pair()
+    expected = regression.predict(k, targets(), k_star, ridge=1e-3, t=40.0, learning_rate=2.0)
+    got = regression.predict(k, targets(), k_star, ridge=1e-3, t=wrap(40), learning_rate=wrap(2))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    with pytest.raises(TypeError, match=r"`t` must be a real number; got .* of type"):
+        regression.predict(k, targets(), k_star, t=np.array([40.0]))
+    with pytest.raises(TypeError, match=r"`t` must be a real number"):
+        regression.predict(k, targets(), k_star, t=np.bool_(True))
+
+
 @pytest.mark.parametrize("argument", ["k_train_train", "y_train", "k_test_train"])
 @pytest.mark.parametrize(
     ("bad", "error", "match"),

@@ -65,10 +65,12 @@ def _is_real_scalar(value: Any) -> bool:
         import numpy as np
     except ImportError:  # pragma: no cover
         return False
-    kind = type(value)
-    return isinstance(value, np.generic) and (
-        np.issubdtype(kind, np.floating) or np.issubdtype(kind, np.integer)
-    )
+    # NumPy scalars and 0-d arrays (NumPy's or concrete JAX ones: `t=jnp.array(1.0)`) of a real,
+    # non-bool dtype.
+    dtype = getattr(value, "dtype", None)
+    if dtype is None or getattr(value, "shape", None) != ():
+        return False
+    return np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
 
 
 def finite(name: str, value: Any) -> float:
