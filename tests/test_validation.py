@@ -337,7 +337,10 @@ GOOD_SWEEP = '[[sweep]]\narchitecture = "fc"\nwidths = [64, 256]\nouts = [10]\n'
         (GOOD_SWEEP + "widhts = [8]\n", r"`sweep\[0\]\.widhts`.*`widths`"),
         # A builder typo used to pass the check, write config.json, then crash with a TypeError.
         (GOOD_SWEEP + "options = { depht = 3 }\n", r"`sweep\[0\]\.options\.depht`.*`depth`"),
-        (GOOD_SWEEP.replace('"fc"', '"resnet"') + "options = { depth = 7 }\n", r"`sweep\[0\]\.options`.*18"),
+        (
+            GOOD_SWEEP.replace('"fc"', '"resnet"') + "options = { depth = 7 }\n",
+            r"`sweep\[0\]\.options\.depth`.*18",
+        ),
     ],
 )
 def test_bad_config_file_stops_the_command_before_writing(tmp_path, toml, message):
@@ -422,10 +425,12 @@ def test_config_check_builds_each_sweeps_model(ci_config, monkeypatch):
 
     monkeypatch.setattr(config.models, "get_model", record)
     config.parse(raw)
-    assert built == [
-        ("fc", {"width": 64, "outputs": 10, "depth": 3}),
-        ("resnet", {"width": 4, "outputs": 7, "depth": 34}),
-    ]
+    # The widest cell of each sweep: its options and sizes, then its memory (`cell_memory`).
+    fc, resnet = (
+        ("fc", {"width": 1024, "outputs": 10, "depth": 3}),
+        ("resnet", {"width": 8, "outputs": 7, "depth": 34}),
+    )
+    assert built == [fc, resnet, fc, resnet]
 
 
 def test_output_that_is_a_file_is_refused(tmp_path):
