@@ -167,7 +167,7 @@ def test_unknown_name_lists_the_names():
         ("projection", {"m": -2}, ValueError, r"`m` must be an int >= 1; got m=-2\."),
         ("projection", {"m": 1.5}, TypeError, r"`m` must be an int; got 1\.5 of type float\."),
         ("projection", {"m": True}, TypeError, r"`m` must be an int; got True of type bool\."),
-        ("projection", {"seed": -1}, ValueError, r"`seed` must be an int >= 0; got seed=-1\."),
+        ("projection", {"seed": -1}, ValueError, r"`seed` must be an int in \[0, 2\*\*32\).*seed=-1\."),
         ("projection", {"seed": 0.0}, TypeError, r"`seed` must be an int; got 0\.0 of type float\."),
         ("single_logit", {"logit": "0"}, TypeError, r"`logit` must be an int; got '0' of type str\."),
         ("pntk", {"m": 2}, TypeError, r"approximation 'pntk' takes no options; got \['m'\]"),

@@ -588,3 +588,135 @@ def test_kernel_without_output_or_plan(tmp_path, capsys):
     x = tiny_inputs(tmp_path, n=4)
     assert cli.main(["kernel", "--input", x]) == 2
     assert "--output is required" in error_line(capsys)
+
+
+# --- Issue 16: the library's checks speak for every option; user code failing is one line (exit 1). ---
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # It used to compute the depth-0 network (no hidden layer) with exit code 0.
+        (["--depth", "-1"], "`depth` must be an int in [1, 1,000] (hidden layers); got depth=-1."),
+        (["--depth", "100000"], "`depth` must be an int in [1, 1,000] (hidden layers); got depth=100000."),
+        (
+            ["--width", "0"],
+            "`width` must be an int in [1, 2,147,483,647] (hidden units or channels); got width=0.",
+        ),
+        (
+            ["--outputs", "0"],
+            "`outputs` must be an int in [1, 2,147,483,647] (the network's outputs O); got outputs=0.",
+        ),
+        (["--memory-budget", "1e400GiB"], "`memory_budget` must be a finite number of bytes; got '1e400GiB'"),
+        (["--model", "mlp"], "--model must be one of ['cnn', 'fc', 'resnet', 'wide_resnet']; got 'mlp'"),
+    ],
+)
+def test_kernel_sizes_are_checked_by_the_library(tmp_path, capsys, options, message):
+    assert cli.main(kernel_args(tmp_path, "--input", tiny_inputs(tmp_path), *options)) == 2
+    assert message in error_line(capsys)
+    assert not (tmp_path / "k.npy").exists()
+
+
+def test_kernel_parameters_that_cannot_fit_are_refused_before_init(tmp_path, capsys, monkeypatch):
+    from nt_pntk._src.tiled import planning
+
+    monkeypatch.setattr(planning, "free_bytes", lambda device: 2**30)  # 1 GiB free, whatever the machine
+    argv = kernel_args(tmp_path, "--input", tiny_inputs(tmp_path), "--width", str(10**8))
+    assert cli.main(argv) == 2
+    # depth 1: 5·10^8 + 10^8 + 10·10^8 + 10 float32 parameters.
+    assert (
+        "the parameters of fc (width 100000000, depth 1, 10 outputs) need 6GiB, more than the 1GiB of memory "
+        "free on cpu; use a smaller --width, --depth or --outputs" in error_line(capsys)
+    )
+
+
+SEED_MESSAGE = (
+    "error: `--seed` must be an int in [0, 2**32) (a seed of JAX's and NumPy's random generators, "
+    "which ignore higher bits or refuse negative seeds); got --seed={}."
+)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**70])
+@pytest.mark.parametrize("command", ["kernel", "compare", "demo", "figure1"])
+def test_one_seed_rule_in_every_subcommand(tmp_path, capsys, command, seed):
+    # kernel exited 1 with NumPy's message for -1 and with an OverflowError for 2**70; demo accepted -1.
+    argv = [command, "--seed", str(seed)]
+    if command in ("kernel", "figure1"):
+        argv += ["--output", str(tmp_path / ("k.npy" if command == "kernel" else "fig"))]
+    assert cli.main(argv) == 2
+    assert error_line(capsys, command) == f"nt-pntk {command}: {SEED_MESSAGE.format(seed)}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "exception"),
+    [
+        ("raise RuntimeError('no GPU here')\n", "RuntimeError: no GPU here"),
+        ("def build(:\n    pass\n", "SyntaxError: "),
+        ("import a_dependency_that_is_not_installed\n", "ModuleNotFoundError: No module named 'a_dependency"),
+    ],
+)
+def test_kernel_function_module_that_fails_on_import(tmp_path, monkeypatch, capsys, source, exception):
+    (tmp_path / "failing_nets.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("failing_nets", None)
+    assert cli.main(kernel_args(tmp_path, "--function", "failing_nets:build")) == 1  # their code failed
+    err = error_line(capsys)
+    assert (
+        f"importing module 'failing_nets' named in --function 'failing_nets:build' failed with {exception}"
+        in err
+    )
+    assert f"({tmp_path / 'failing_nets.py'}, line 1)" in err
+
+
+USER_CODE = """
+import jax.numpy as jnp
+from neural_tangents import stax
+
+def raises():
+    raise RuntimeError("the builder broke")
+
+def init_raises():
+    def init_fn(key, shape):
+        raise RuntimeError("init broke")
+    return init_fn, lambda params, x: x
+
+def without_parameters():
+    return stax.serial(stax.Flatten(), stax.Relu())
+"""
+
+
+@pytest.mark.parametrize(
+    ("function", "code", "facts"),
+    [
+        (
+            "raises",
+            1,
+            ["--function user_code:raises: calling raises() failed with RuntimeError: the builder broke ("],
+        ),
+        ("init_raises", 1, ["the init_fn of user_code:init_raises failed with RuntimeError: init broke ("]),
+        # It used to be NumPy's "at least one array or dtype is required".
+        ("without_parameters", 2, ["`params` must hold at least one array; got [(), ()], which holds none"]),
+    ],
+)
+def test_kernel_user_code_that_fails(tmp_path, monkeypatch, capsys, function, code, facts):
+    (tmp_path / "user_code.py").write_text(USER_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("user_code", None)
+    argv = kernel_args(tmp_path, "--input", tiny_inputs(tmp_path), "--function", f"user_code:{function}")
+    assert cli.main(argv) == code
+    err = error_line(capsys)
+    for fact in facts:
+        assert fact in err
+    assert not (tmp_path / "k.npy").exists()
+
+
+def test_kernel_auto_prints_no_debug_lines(tmp_path, capfd):
+    # NT's AUTO printed "impl=1, flops=8056.0" for each implementation it compared.
+    argv = kernel_args(tmp_path, "--input", tiny_inputs(tmp_path), "--implementation", "0")
+    assert cli.main(argv) == 0
+    out, err = capfd.readouterr()
+    assert "impl=" not in out + err and "flops" not in out + err
+    assert out.splitlines()[-1].startswith("(4, 4) float32 kernel in ")
+    k = np.load(tmp_path / "k.npy")
+    assert k.shape == (4, 4) and np.all(np.isfinite(k))

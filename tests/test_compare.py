@@ -94,6 +94,14 @@ def build_with_the_former_name(out):
 
 def broken(outputs):
     return 42
+
+
+def without_outputs(width):
+    return stax.serial(stax.Flatten(), stax.Dense(width))
+
+
+def raises(outputs):
+    raise RuntimeError("the builder broke")
 """
 
 
@@ -140,8 +148,9 @@ def test_user_model_is_loaded(user_module, capsys, function):
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--outputs", "0"], "--outputs must be at least 1"),
-        (["--width", "0"], "--width must be at least 1"),
+        (["--outputs", "0"], "`--outputs` must be an int >= 1; got --outputs=0"),
+        (["--width", "0"], "`--width` must be an int >= 1; got --width=0"),
+        (["--width", str(2**31)], "`width` must be an int in [1, 2,147,483,647]"),  # the zoo's check
         (["--n-train", "0"], "--n-train must be at least 1"),
         (["--n-test", "0"], "--n-test must be at least 1"),
         (["--n-train", "1700", "--n-test", "98"], "at most 1797 (the digits); got 1798"),
@@ -154,7 +163,12 @@ def test_user_model_is_loaded(user_module, capsys, function):
         (["--repeats", "0"], "`--repeats` must be an integer >= 1; got 0"),
         (["--time-budget", "0"], "`--time-budget` must be a finite number of seconds > 0; got 0.0"),
         (["--time-budget", "inf"], "`--time-budget` must be a finite number of seconds > 0; got inf"),
-        (["--seed", "-1"], "--seed must be >= 0"),
+        (["--seed", "-1"], "`--seed` must be an int in [0, 2**32)"),
+        (
+            ["--seed", str(2**70)],
+            f"`--seed` must be an int in [0, 2**32) (a seed of JAX's and NumPy's random generators, "
+            f"which ignore higher bits or refuse negative seeds); got --seed={2**70}",
+        ),
         (["--model", "resnet9"], "--model must be one of ['cnn', 'fc'] or MODULE:FUNCTION; got 'resnet9'"),
     ],
 )
@@ -165,21 +179,59 @@ def test_bad_arguments(arguments, message, capsys):
 
 
 @pytest.mark.parametrize(
-    ("function", "message"),
+    ("function", "code", "facts"),
     [
-        ("missing", "cannot load 'missing'"),
-        ("broken", "returned int; it must return (init_fn, apply_fn, ...)"),
+        ("missing", 2, ["has no attribute 'missing' named in --model 'user_nets:missing'"]),
+        ("broken", 2, ["--model 'user_nets:broken' returned int; it must return (init_fn, apply_fn, ...)"]),
+        # It used to be a raw TypeError traceback: "without_outputs() got an unexpected keyword argument".
+        (
+            "without_outputs",
+            2,
+            ["--model user_nets:without_outputs: without_outputs(width) must take the number of outputs"],
+        ),
+        # The user's own code failing is a failure (1), not a usage error, in one line naming it.
+        (
+            "raises",
+            1,
+            [
+                "--model user_nets:raises: calling raises(outputs=3) failed with RuntimeError: the builder "
+                "broke (",
+                "user_nets.py, line ",
+            ],
+        ),
     ],
 )
-def test_bad_user_model(user_module, function, message, capsys):
-    assert cli.main(["compare", "--model", f"{user_module}:{function}", *TINY[2:]]) == 2
+def test_bad_user_model(user_module, function, code, facts, capsys):
+    assert cli.main(["compare", "--model", f"{user_module}:{function}", *TINY[2:]]) == code
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("nt-pntk compare: error: --model ") and message in line
+    assert line.startswith("nt-pntk compare: error: ")
+    for fact in facts:
+        assert fact in line
+
+
+def test_user_model_without_width_when_width_is_given(user_module, capsys):
+    assert cli.main(["compare", "--model", f"{user_module}:build", "--width", "8", *TINY[2:]]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "build(outputs) takes no `width`, but --width was given" in line
+
+
+def test_user_module_that_raises_on_import(user_module, capsys):
+    Path("exploding.py").write_text("raise RuntimeError('no GPU here')\n")  # in the current folder
+    sys.modules.pop("exploding", None)
+    assert cli.main(["compare", "--model", "exploding:build", *TINY[2:]]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(
+        "nt-pntk compare: error: importing module 'exploding' named in --model 'exploding:build' failed "
+        "with RuntimeError: no GPU here ("
+    )
 
 
 def test_unknown_module(capsys):
     assert cli.main(["compare", "--model", "no_such_module_here:f", *TINY[2:]]) == 2
-    assert "cannot load 'f': No module named 'no_such_module_here'" in capsys.readouterr().err
+    assert (
+        "cannot import module 'no_such_module_here' named in --model 'no_such_module_here:f'"
+        in capsys.readouterr().err
+    )
 
 
 # --- The measurements compare (and demo, figure1) report: `nt_pntk._src.measure`. ---

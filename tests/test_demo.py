@@ -200,9 +200,12 @@ def test_demo_command_end_to_end(tmp_path, capsys):
     ("argv", "message"),
     [
         (["--n", "0"], "--n must be between 1 and 1797"),
-        (["--outputs", "3", "0"], "--outputs must be positive; got [3, 0]"),
+        (["--outputs", "3", "0"], "`outputs` must be an int in [1, 2,147,483,647] (the network's outputs O)"),
+        (["--width", str(2**31)], "`width` must be an int in [1, 2,147,483,647]"),  # the zoo's own check
         (["--time-budget", "inf"], "`--time-budget` must be a finite number of seconds > 0; got inf"),
-        (["--max-temp-gib", "0"], "--max-temp-gib must be positive"),
+        (["--max-temp-gib", "0"], "`--max-temp-gib` must be > 0; got --max-temp-gib=0.0."),
+        # int(inf * 2**30) raised OverflowError.
+        (["--max-temp-gib", "inf"], "`--max-temp-gib` must be finite; got --max-temp-gib=inf."),
     ],
 )
 def test_demo_rejects_bad_arguments(capsys, argv, message):

@@ -174,3 +174,128 @@ def test_one_hot_bad_labels(labels, classes, message):
 def test_one_hot_bad_classes(classes, error, message):
     with pytest.raises(error, match=message):
         data.centred_one_hot(np.array([0]), classes)
+
+
+# --- The zoo's builders check every size; one seed rule; a network without parameters. ---
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments", "error", "message"),
+    [
+        # `--depth -1` used to build the depth-0 network (range(-1) is empty): a silently other network.
+        (
+            "fc",
+            {"depth": -1},
+            ValueError,
+            "`depth` must be an int in [1, 1,000] (hidden layers); got depth=-1.",
+        ),
+        (
+            "cnn",
+            {"depth": 0},
+            ValueError,
+            "`depth` must be an int in [1, 1,000] (convolution layers); got depth=0.",
+        ),
+        # 100,000 layers took a minute to build and would never compile: refused before building.
+        ("fc", {"depth": 100_000}, ValueError, "got depth=100000."),
+        ("fc", {"depth": 2.0}, TypeError, "`depth` must be an int; got 2.0 of type float."),
+        ("fc", {"width": 0}, ValueError, "`width` must be an int in [1, 2,147,483,647]"),
+        ("fc", {"width": 10**10}, ValueError, "got width=10000000000."),
+        ("cnn", {"outputs": 0}, ValueError, "`outputs` must be an int in [1, 2,147,483,647]"),
+        ("cnn", {"readout_width": 0}, ValueError, "`readout_width` must be an int in [1, 2,147,483,647]"),
+        ("wide_resnet", {"groups": 0}, ValueError, "`groups` must be an int in [1, 1,000]"),
+        (
+            "wide_resnet",
+            {"blocks_per_group": -3},
+            ValueError,
+            "`blocks_per_group` must be an int in [1, 1,000]",
+        ),
+        ("wide_resnet", {"blocks_per_group": 40, "groups": 30}, ValueError, "40 * 30 = 1,200"),
+        # Channels double per group: 8 * 2**39 would overflow the sizes of XLA's arrays.
+        ("wide_resnet", {"groups": 40}, ValueError, "`groups`=40 makes a layer 4,398,046,511,104 channels"),
+        ("resnet", {"depth": 7}, ValueError, "`depth` must be one of [10, 18, 34, 50, 101, 152]; got 7."),
+        (
+            "resnet",
+            {"width": 2**27, "depth": 50},
+            ValueError,
+            "`width`=134217728 makes a layer 4,294,967,296",
+        ),
+        ("fc", {"groups": 2}, TypeError, "`groups` is not an option of the 'fc' builder"),
+    ],
+)
+def test_zoo_builders_check_every_size(name, arguments, error, message):
+    from nt_pntk.experiments import models
+
+    arguments = {"width": 8, **arguments}
+    with pytest.raises(error) as raised:
+        models.get_model(name, **arguments)
+    assert message in str(raised.value)
+    if "not an option" not in message:  # the builder itself checks: called directly, the same error
+        with pytest.raises(error) as direct:
+            models.MODELS[name](**arguments)
+        assert str(direct.value) == str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("fc", {"depth": 2, "readout_width": 5}),
+        ("cnn", {"depth": 1}),
+        ("wide_resnet", {}),
+        ("resnet", {"depth": 50}),
+    ],
+)
+def test_parameter_bytes_are_those_init_allocates(name, options):
+    from nt_pntk.experiments import models
+
+    model = models.get_model(name, width=4, outputs=3, **options)
+    _, params = model.init_fn(jax.random.PRNGKey(0), (-1, 8, 8, 1))
+    allocated = sum(np.asarray(leaf).nbytes for leaf in jax.tree_util.tree_leaves(params))
+    assert models.parameter_bytes(model.init_fn, (-1, 8, 8, 1)) == allocated > 0
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        (
+            -1,
+            ValueError,
+            "`seed` must be an int in [0, 2**32) (a seed of JAX's and NumPy's random generators",
+        ),
+        # JAX without x64 keeps the low 32 bits: PRNGKey(2**32 + 1) is PRNGKey(1).
+        (2**32 + 1, ValueError, "got seed=4294967297."),
+        (2**70, ValueError, f"got seed={2**70}."),
+        (True, TypeError, "`seed` must be an int; got True"),
+        (1.5, TypeError, "`seed` must be an int; got 1.5"),
+    ],
+)
+def test_one_seed_rule_everywhere(value, error, message):
+    from nt_pntk._src import checks
+    from nt_pntk.approximations import Projection, projection_directions
+
+    for use in (
+        lambda: checks.seed("seed", value),
+        lambda: data.digits_split(4, 2, seed=value),
+        lambda: projection_directions(2, 3, seed=value),
+        lambda: Projection(m=2, seed=value),
+    ):
+        with pytest.raises(error) as raised:
+            use()
+        assert message in str(raised.value)
+    assert checks.seed("seed", 0) == 0 and checks.seed("seed", np.uint32(2**32 - 1)) == 2**32 - 1
+
+
+def test_parameters_without_arrays_are_named():
+    from nt_pntk.tiled import kernel_matrix
+
+    fn = nt_pntk.empirical_pntk_fn(lambda params, x: jax.numpy.tanh(x), vmap_axes=0)
+    x = np.ones((3, 2), np.float32)
+    # It used to be NT's "Too few leaves for PyTreeDef" or NumPy's "at least one array or dtype is required".
+    for params in ({}, [(), ()], None):
+        with pytest.raises(
+            ValueError, match=r"^`params` must hold at least one array; got .*, which holds none"
+        ):
+            fn(x, None, params)
+        with pytest.raises(
+            ValueError, match=r"^`params` must hold at least one array; got .*, which holds none"
+        ):
+            kernel_matrix(fn, x, None, params, progress=False)

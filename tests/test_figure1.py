@@ -44,13 +44,23 @@ def test_figure1_tiny(tmp_path, capsys):
     [
         (["--depths", "18", "7"], r"`--depths` must be among \[10, 18, 34, 50, 101, 152\].*got \[7\]"),
         (["--outputs", "10", "0"], r"`--outputs` must be integers >= 1.*got \[10, 0\]"),
-        (["--image-size", "0"], r"`--image-size` must be an integer >= 1; got 0"),
-        (["--width", "-2"], r"`--width` must be an integer >= 1; got -2"),
+        (["--image-size", "0"], r"`--image-size` must be an int in \[1, 4,096\] .*; got --image-size=0"),
+        (
+            ["--image-size", "100000"],
+            r"`--image-size` must be an int in \[1, 4,096\] .*; got --image-size=100000",
+        ),
+        (["--width", "-2"], r"`--width` must be an int >= 1; got --width=-2"),
+        # The zoo's own check: ResNet-50's last stage has width * 8 * 4 channels.
+        (
+            ["--width", str(2**27), "--depths", "50"],
+            r"`width`=134217728 makes a layer 4,294,967,296 channels",
+        ),
         (["--repeats", "0"], r"`--repeats` must be an integer >= 1; got 0"),
         (["--time-budget", "0"], r"`--time-budget` must be .* > 0; got 0"),
         (["--time-budget", "nan"], r"`--time-budget` must be a finite .*; got nan"),
         (["--time-budget", "inf"], r"`--time-budget` must be a finite .*; got inf"),
-        (["--seed", "-1"], r"`--seed` must be an integer in \[0, 2\*\*32\); got -1"),
+        (["--seed", "-1"], r"`--seed` must be an int in \[0, 2\*\*32\) .*; got --seed=-1"),
+        (["--seed", str(2**32)], r"`--seed` must be an int in \[0, 2\*\*32\) .*; got --seed=4294967296"),
     ],
 )
 def test_bad_option_is_a_usage_error_before_any_work(tmp_path, capsys, argv, message):
@@ -59,7 +69,7 @@ def test_bad_option_is_a_usage_error_before_any_work(tmp_path, capsys, argv, mes
         figure1_cli.check_args(parse(*argv, "--output", str(out)))
     assert cli.main(["figure1", *argv, "--output", str(out)]) == 2  # one line, exit code 2
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("nt-pntk figure1: error: `--")
+    assert line.startswith("nt-pntk figure1: error: `")
     assert not out.exists()
 
 
@@ -141,7 +151,10 @@ def test_the_command_passes_its_options_to_the_experiment(tmp_path, monkeypatch,
         ({"image_size": True}, TypeError, r"`image_size` must be an int; got True"),
         ({"repeats": 0}, ValueError, r"`repeats` must be an int >= 1"),
         ({"time_budget": float("nan")}, ValueError, r"`time_budget` must be finite"),
-        ({"seed": -1}, ValueError, r"`seed` must be an int >= 0"),
+        ({"seed": -1}, ValueError, r"`seed` must be an int in \[0, 2\*\*32\) .*; got seed=-1"),
+        # JAX without x64 keeps the low 32 bits: seed 2**32 + 9 would be seed 9's parameters.
+        ({"seed": 2**32 + 9}, ValueError, r"`seed` must be an int in \[0, 2\*\*32\)"),
+        ({"image_size": 5000}, ValueError, r"`image_size` must be an int in \[1, 4,096\]"),
     ],
 )
 def test_the_experiment_checks_its_arguments(options, error, message):

@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import inspect
 import linecache
+import logging
 import math
 import os
 import shutil
@@ -428,16 +429,34 @@ def test_applied_patches_are_exactly_the_needed_ones():
 def test_applied_patches_are_grouped_by_kind_and_print_one_line_each():
     applied = nt_pntk.compat.applied_patches()
     kinds = [a.kind for a in applied]
-    # Adaptations, then NT's own bugs (fixed on every JAX: the four lru_cache/jit fixes), then XLA.
+    # Adaptations, then NT's own bugs (fixed on every JAX: the four lru_cache/jit fixes and AUTO's
+    # print), then XLA.
     assert kinds == sorted(kinds, key=["adaptation", "nt-bug", "xla"].index)
-    assert kinds.count("nt-bug") == 4
-    assert all(a.module == "neural_tangents._src.predict" for a in applied if a.kind == "nt-bug")
+    assert kinds.count("nt-bug") == 5
+    assert sorted(a.module for a in applied if a.kind == "nt-bug") == [
+        "neural_tangents._src.empirical",
+        *["neural_tangents._src.predict"] * 4,
+    ]
     assert (kinds.count("xla") == 1) == (nt_pntk.compat.xla_status() == "applied")
     first = applied[0]
     assert str(first) == f"[{first.kind}] {first.module}: {first.reason}"
     assert all("\n" not in str(a) for a in applied)
     with pytest.raises(dataclasses.FrozenInstanceError):
         first.reason = "changed"  # type: ignore[misc]
+
+
+def test_auto_implementation_prints_nothing_and_logs_its_choice(capfd, caplog):
+    # NT 0.6.5's AUTO printed "impl=1, flops=..." on stdout for each implementation it compared.
+    apply_fn, params, x1, x2 = _problem()
+    auto = nt.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0, implementation=0)
+    with caplog.at_level(logging.DEBUG, logger="nt_pntk.compat"):
+        k = auto(x1, x2, params)
+    assert capfd.readouterr() == ("", "")
+    choices = [r.getMessage() for r in caplog.records if r.name == "nt_pntk.compat"]
+    assert [c.split(", flops=")[0] for c in choices] == [
+        f"NT AUTO implementation: impl={i}" for i in (1, 2, 3)
+    ]
+    _assert_close(k, _jacobian_entk(apply_fn, params, x1, x2), 1e-5)
 
 
 def test_tracebacks_and_inspect_show_the_patched_source():

@@ -142,6 +142,11 @@ def test_parse_bytes():
     assert planning.parse_bytes("b", np.int64(4096)) == 4096
     assert planning.parse_bytes("b", None) is None
     assert planning.parse_bytes("b", planning.format_bytes(123456789)) >= 123456789
+    # float("1e400") is inf: int(inf) raised OverflowError.
+    with pytest.raises(
+        ValueError, match=r"^`b` must be a finite number of bytes; got '1e400GiB', which reads as"
+    ):
+        planning.parse_bytes("b", "1e400GiB")
 
 
 # Outputs, resume, corruption --------------------------------------------------------------------

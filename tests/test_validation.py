@@ -337,7 +337,10 @@ GOOD_SWEEP = '[[sweep]]\narchitecture = "fc"\nwidths = [64, 256]\nouts = [10]\n'
         (GOOD_SWEEP + "widhts = [8]\n", r"`sweep\[0\]\.widhts`.*`widths`"),
         # A builder typo used to pass the check, write config.json, then crash with a TypeError.
         (GOOD_SWEEP + "options = { depht = 3 }\n", r"`sweep\[0\]\.options\.depht`.*`depth`"),
-        (GOOD_SWEEP.replace('"fc"', '"resnet"') + "options = { depth = 7 }\n", r"`sweep\[0\]\.options`.*18"),
+        (
+            GOOD_SWEEP.replace('"fc"', '"resnet"') + "options = { depth = 7 }\n",
+            r"`sweep\[0\]\.options\.depth`.*18",
+        ),
     ],
 )
 def test_bad_config_file_stops_the_command_before_writing(tmp_path, toml, message):
@@ -422,10 +425,12 @@ def test_config_check_builds_each_sweeps_model(ci_config, monkeypatch):
 
     monkeypatch.setattr(config.models, "get_model", record)
     config.parse(raw)
-    assert built == [
-        ("fc", {"width": 64, "outputs": 10, "depth": 3}),
-        ("resnet", {"width": 4, "outputs": 7, "depth": 34}),
-    ]
+    # The widest cell of each sweep: its options and sizes, then its memory (`cell_memory`).
+    fc, resnet = (
+        ("fc", {"width": 1024, "outputs": 10, "depth": 3}),
+        ("resnet", {"width": 8, "outputs": 7, "depth": 34}),
+    )
+    assert built == [fc, resnet, fc, resnet]
 
 
 def test_output_that_is_a_file_is_refused(tmp_path):
@@ -607,3 +612,97 @@ def test_readout_sweep_cells_build_the_body_and_readout_widths():
 def test_bad_readout_sweeps_are_named(sweep, message):
     with pytest.raises(config.ConfigError, match=message):
         config.parse({**MINI, "sweep": [sweep]})
+
+
+# --- Issue 16: a configuration that cannot run is refused by the check, naming the field. ---
+
+
+def _sweep(**change) -> dict:
+    return {**MINI, "sweep": [{**MINI["sweep"][0], **change}]}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        # It was accepted and still running after 300 s (building alone takes a minute).
+        (
+            _sweep(options={"depth": 100_000}),
+            r"^`sweep\[0\]\.options\.depth` does not build a 'fc' model .*: `depth` must be an int in "
+            r"\[1, 1,000\] \(hidden layers\); got depth=100000\.$",
+        ),
+        # It aborted the interpreter (SIGABRT, "overflow in static extent product").
+        (
+            _sweep(outs=[100_000_000]),
+            r"^`sweep\[0\]\.outs` = \[100000000\]: the cell of width 64 and O = 100,000,000 needs at least "
+            r".* GiB \(.*\), more than this machine's .* GiB of memory; lower `sweep\[0\]\.outs`",
+        ),
+        # A JaxRuntimeError after the first cells were measured.
+        (
+            _sweep(widths=[16, 10**10]),
+            r"^`sweep\[0\]\.widths` does not build a 'fc' model \(the sweep's widest cell: "
+            r"width=10000000000, outputs=5, options \{\}\): `width` must be an int in \[1, 2,147,483,647\]",
+        ),
+        (_sweep(outs=[3, 0]), r"^`sweep\[0\]\.outs` must be a non-empty list of integers >= 1"),
+        # A MemoryError only after every cell was measured.
+        (
+            {**MINI, "bootstrap": 10**9},
+            r"^`bootstrap` must be at most 100,000 resamples .*; got 1,000,000,000\.$",
+        ),
+        (
+            {**MINI, "learning_rate": 1e308},
+            r"^`learning_rate` must be a number in \(0, 1\): .*; got 1e\+308\.$",
+        ),
+        ({**MINI, "learning_rate": 1.0}, r"^`learning_rate` must be a number in \(0, 1\)"),
+        (
+            {**MINI, "train_steps": 10**9},
+            r"^`train_steps` must be at most 1,000,000 .*; got 1,000,000,000\.$",
+        ),
+        (
+            {**MINI, "seeds": 10**9},
+            r"^The configuration has 6,000,000,000 cells \(.*\), more than the 100,000 a run may have; lower "
+            r"`seeds`",
+        ),
+    ],
+)
+def test_a_configuration_that_cannot_run_is_refused_before_any_work(tmp_path, capsys, raw, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.parse(raw)
+    toml = tmp_path / "bad.toml"
+    toml.write_text(_toml(raw))
+    out = tmp_path / "out"
+    assert cli.main(["validate", "--config", str(toml), "--output", str(out), "--no-progress"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("nt-pntk validate: error: `") or line.startswith("nt-pntk validate: error: The ")
+    assert not out.exists()
+
+
+def test_a_sweep_wider_than_the_memory_is_refused_naming_its_widths(monkeypatch):
+    monkeypatch.setattr(config.measure, "physical_memory_bytes", lambda: 16 * 2**30)
+    # depth 3: 64·W + 2·W² + 5·W + 3·W + 5 float32 parameters, three copies while training: ~2.4e19 bytes.
+    with pytest.raises(
+        config.ConfigError,
+        match=r"^`sweep\[0\]\.widths` = \[16, 1000000000\]: the cell of width 1,000,000,000 and O = 5 "
+        r"needs at least 2.24e\+10 GiB \(parameters 2.24e\+10 GiB, .*\), more than this machine's 16 GiB of "
+        r"memory; lower `sweep\[0\]\.widths`",
+    ):
+        config.parse(_sweep(widths=[16, 10**9], options={"depth": 3}))
+
+
+@pytest.mark.parametrize("phases", [["init"], ["init", "trained"]])
+def test_cell_memory_counts_the_parameters_and_kernels_the_cell_holds(phases):
+    cfg = config.parse(_sweep(phases=phases, options={"depth": 2}))
+    (sweep_,) = cfg.sweeps
+    need = config.cell_memory(cfg, sweep_, 32, 5)
+    # The parameters init allocates (independently counted), three copies while training.
+    model = models.get_model("fc", width=32, outputs=5, depth=2)
+    _, params = model.init_fn(jax.random.PRNGKey(0), (-1, 8, 8, 1))
+    allocated = sum(np.asarray(p).nbytes for p in jax.tree_util.tree_leaves(params))
+    assert allocated == 4 * (64 * 32 + 32 + 32 * 32 + 32 + 32 * 5 + 5)
+    assert need["parameters"] == (3 if "trained" in phases else 1) * allocated
+    n = 12  # n_train + n_test
+    assert need["kernels"] == 8 * n * n * 5 * 5 + 8 * n * n  # float64 eNTK (N, N, O, O) and pNTK (N, N)
+
+
+@pytest.mark.parametrize("name", ["ci", "quick", "paper"])
+def test_the_shipped_configurations_pass_the_check(name):
+    assert config.load(name).name == name

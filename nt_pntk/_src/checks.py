@@ -53,6 +53,31 @@ def _int_at_least(name: str, value: Any, least: int) -> int:
     return value
 
 
+def int_between(name: str, value: Any, least: int, most: int, what: str = "") -> int:
+    """An int in ``[least, most]``; `what` (e.g. "hidden layers") says what it counts."""
+    value = integer(name, value)
+    if not least <= value <= most:
+        counts = f" ({what})" if what else ""
+        raise ValueError(f"`{name}` must be an int in [{least}, {most:,}]{counts}; got {name}={value}.")
+    return value
+
+
+#: Seeds are ints in [0, 2**32): NumPy's generators refuse negative seeds, and JAX without x64
+#: keeps only the low 32 bits of ``PRNGKey(seed)`` (2**32 + 1 would give seed 1's parameters).
+SEED_LIMIT = 2**32
+
+
+def seed(name: str, value: Any) -> int:
+    """A seed of JAX's and NumPy's generators: an int in ``[0, 2**32)`` (`SEED_LIMIT`)."""
+    value = integer(name, value)
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError(
+            f"`{name}` must be an int in [0, 2**32) (a seed of JAX's and NumPy's random generators, "
+            f"which ignore higher bits or refuse negative seeds); got {name}={value}."
+        )
+    return value
+
+
 def real(name: str, value: Any) -> float:
     """A real number (int or float, not a bool), finite or not, as a float."""
     if isinstance(value, bool) or (not isinstance(value, (int, float)) and not _is_real_scalar(value)):
@@ -290,6 +315,18 @@ def matching_inputs(x1: Any, x2: Any, batch_axes: Any) -> bool:
             )
         batch_sizes_differ |= tuple(getattr(a, "shape", ())) != tuple(getattr(b, "shape", ()))
     return batch_sizes_differ
+
+
+def has_parameters(params: Any) -> None:
+    """A `ValueError` when `params` holds no leaf: the NTK sums over parameters, so it needs some."""
+    import jax
+
+    if not jax.tree_util.tree_leaves(params):
+        raise ValueError(
+            f"`params` must hold at least one array; got {params!r}, which holds none. The kernel is a "
+            "sum over the network's parameters: pass the parameters the network is applied with "
+            "(those its init_fn returns), or a network that has some."
+        )
 
 
 def output_axes(fx: Any, trace_axes: tuple[int, ...], diagonal_axes: tuple[int, ...]) -> None:

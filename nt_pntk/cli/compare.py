@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import inspect
 import json
 import math
@@ -47,14 +46,19 @@ from typing import Any
 
 import numpy as np
 
+from nt_pntk._src import checks as _checks
 from nt_pntk._src import measure, numerics
 from nt_pntk.cli import (
     UsageError,
     add_deprecated_alias,
     add_timing_arguments,
+    check,
     check_timing_arguments,
+    load_user_function,
     save_csv,
+    user_code_error,
     warn_deprecated,
+    zoo_model,
 )
 
 APPROXIMATIONS = ("pntk", "trace", "single_logit", "projection")
@@ -149,10 +153,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> None:
     check_timing_arguments(args)
+    check(_checks.seed, "--seed", args.seed)
+    check(_checks.positive_int, "--outputs", args.outputs)
+    if args.width is not None:
+        check(_checks.positive_int, "--width", args.width)
     m = args.m or []
     checks = [
-        (args.outputs >= 1, f"--outputs must be at least 1; got {args.outputs}"),
-        (args.width is None or args.width >= 1, f"--width must be at least 1; got {args.width}"),
         (args.n_train >= 1, f"--n-train must be at least 1; got {args.n_train}"),
         (args.n_test >= 1, f"--n-test must be at least 1; got {args.n_test}"),
         (
@@ -170,7 +176,6 @@ def _validate(args: argparse.Namespace) -> None:
             args.top_k is None or args.top_k <= args.n_train * args.outputs,
             f"--top-k must be at most n_train·O = {args.n_train * args.outputs}; got {args.top_k}",
         ),
-        (args.seed >= 0, f"--seed must be >= 0; got {args.seed}"),
         (
             ":" in args.model or args.model in ZOO_WIDTHS,
             f"--model must be one of {sorted(ZOO_WIDTHS)} or MODULE:FUNCTION; got {args.model!r}",
@@ -179,6 +184,8 @@ def _validate(args: argparse.Namespace) -> None:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+    if ":" not in args.model:  # the zoo's builder checks its sizes (stax layers only: cheap)
+        zoo_model(args.model, width=args.width or ZOO_WIDTHS[args.model], outputs=args.outputs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,15 +258,14 @@ def load_model(model: str, width: int | None, outputs: int) -> tuple[Any, Any]:
     if ":" not in model:
         m = models.get_model(model, width=width, outputs=outputs)
         return m.init_fn, m.apply_fn
-    module_name, _, function_name = model.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        function = getattr(importlib.import_module(module_name), function_name)
-    except (ImportError, AttributeError) as e:
-        raise UsageError(f"--model {model!r}: cannot load {function_name!r}: {e}") from None
+    function = load_user_function(model, "--model")
     options = {} if width is None else {"width": width}
-    built = function(**{_outputs_keyword(function, model): outputs}, **options)
+    arguments = {_outputs_keyword(function, model, width is not None): outputs, **options}
+    try:
+        built = function(**arguments)
+    except Exception as e:  # the user's builder failed
+        call = ", ".join(f"{k}={v}" for k, v in arguments.items())
+        raise user_code_error(f"--model {model}: calling {model.partition(':')[2]}({call})", e) from e
     if hasattr(built, "init_fn") and hasattr(built, "apply_fn"):
         return built.init_fn, built.apply_fn
     if isinstance(built, (tuple, list)) and len(built) >= 2 and all(map(callable, built[:2])):
@@ -270,12 +276,34 @@ def load_model(model: str, width: int | None, outputs: int) -> tuple[Any, Any]:
     )
 
 
-def _outputs_keyword(function: Any, model: str) -> str:
-    """``'outputs'``, or ``'out'`` (the older name, with a warning) for a FUNCTION that takes only that."""
+def _outputs_keyword(function: Any, model: str, width: bool = False) -> str:
+    """``'outputs'``, or ``'out'`` (the older name, with a warning) for a FUNCTION that takes only that.
+
+    Raises:
+      UsageError: FUNCTION takes neither (nor ``**kwargs``), or no ``width`` when `width` is passed.
+    """
     try:
         parameters = inspect.signature(function).parameters
     except (TypeError, ValueError):  # no signature to read: the current name
         return "outputs"
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    keywords = {
+        name
+        for name, p in parameters.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    name = model.partition(":")[2]
+    if not takes_any and not keywords & {"outputs", "out"}:
+        raise UsageError(
+            f"--model {model}: {name}{inspect.signature(function)} must take the number of outputs as "
+            "a keyword parameter `outputs` (it is called as FUNCTION(outputs=O), with width=W when "
+            "--width is given)"
+        )
+    if width and not takes_any and "width" not in keywords:
+        raise UsageError(
+            f"--model {model}: {name}{inspect.signature(function)} takes no `width`, but --width was "
+            "given; add a `width` parameter, or leave --width out"
+        )
     if "outputs" not in parameters and "out" in parameters:
         warn_deprecated(
             "nt-pntk compare",

@@ -39,14 +39,16 @@ from typing import Any
 
 import numpy as np
 
-from nt_pntk._src import measure, numerics
+from nt_pntk._src import checks, measure, numerics
 from nt_pntk.cli import (
     UsageError,
     add_deprecated_alias,
     add_timing_arguments,
+    check,
     check_timing_arguments,
     installed_version,
     save_csv,
+    zoo_model,
 )
 
 KERNELS = ("eNTK", "pNTK")
@@ -150,18 +152,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> None:
     check_timing_arguments(args)
-    checks = [
-        (1 <= args.n <= 1797, f"--n must be between 1 and 1797 (the digits); got {args.n}"),
-        (all(o >= 1 for o in args.outputs), f"--outputs must be positive; got {args.outputs}"),
-        (args.width >= 1, f"--width must be positive; got {args.width}"),
-        (
-            args.max_temp_gib is None or args.max_temp_gib > 0,
-            f"--max-temp-gib must be positive; got {args.max_temp_gib}",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
+    check(checks.seed, "--seed", args.seed)
+    if not 1 <= args.n <= 1797:
+        raise UsageError(f"--n must be between 1 and 1797 (the digits); got {args.n}")
+    if args.max_temp_gib is not None:  # finite: int(inf * 2**30) would overflow
+        check(checks.positive, "--max-temp-gib", args.max_temp_gib)
+    for outputs in args.outputs:  # the zoo's builder checks the sizes (stax layers only: cheap)
+        zoo_model("cnn", width=args.width, outputs=outputs)
 
 
 # --- The worker: one kernel, one O, one implementation, in its own process. ---

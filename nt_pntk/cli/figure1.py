@@ -15,8 +15,16 @@ import argparse
 import functools
 from pathlib import Path
 
+from nt_pntk._src import checks
 from nt_pntk._src.experiments import figure1 as experiment
-from nt_pntk.cli import UsageError, add_deprecated_alias, add_timing_arguments, check_timing_arguments
+from nt_pntk.cli import (
+    UsageError,
+    add_deprecated_alias,
+    add_timing_arguments,
+    check,
+    check_timing_arguments,
+    zoo_model,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,12 +87,14 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"`--depths` must be among {sorted(RESNET_STAGES)} (ResNet-N); got {bad_depths}.")
     if any(o < 1 for o in args.outputs):
         raise UsageError(f"`--outputs` must be integers >= 1 (numbers of outputs); got {args.outputs}.")
-    for name, value in (("width", args.width), ("image-size", args.image_size)):
-        if value is not None and value < 1:
-            raise UsageError(f"`--{name}` must be an integer >= 1; got {value}.")
+    if args.width is not None:
+        check(checks.positive_int, "--width", args.width)
+    check(experiment.check_image_size, "--image-size", size(args)["image_size"])
     check_timing_arguments(args)
-    if not 0 <= args.seed < 2**32:
-        raise UsageError(f"`--seed` must be an integer in [0, 2**32); got {args.seed}.")
+    check(checks.seed, "--seed", args.seed)
+    for depth in args.depths:  # the zoo's builder checks the sizes (stax layers only: cheap)
+        for outputs in args.outputs:
+            zoo_model("resnet", width=size(args)["width"], outputs=outputs, depth=depth)
     if args.output.exists() and not args.output.is_dir():
         raise UsageError(f"`--output` {str(args.output)!r} is a file, not a directory; pass a directory.")
 

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import inspect
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +33,16 @@ from typing import Any
 
 import numpy as np
 
-from nt_pntk.cli import UsageError, add_deprecated_alias, warn_deprecated
+from nt_pntk._src import checks
+from nt_pntk.cli import (
+    UsageError,
+    add_deprecated_alias,
+    check,
+    load_user_function,
+    user_code_error,
+    warn_deprecated,
+    zoo_model,
+)
 
 DIGITS = 1797
 KERNELS = ("pntk", "trace")
@@ -115,6 +122,7 @@ def _kernel_name(value: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     # The arguments are checked before JAX is imported: a usage error costs no start-up.
+    check(checks.seed, "--seed", args.seed)
     if not args.plan:
         if args.output is None:
             raise UsageError("--output is required (the kernel path, .npy or .zarr) unless --plan is given")
@@ -179,20 +187,42 @@ class Network:
     name: str
     init_fn: Callable | None = None
     params: Any = None
+    zoo: bool = False  # a zoo model (--model), sized by --width, --depth, --outputs
 
 
 def _init_params(network: Network, seed: int, shape: tuple[int, ...]) -> Any:
-    """The parameters ``init_fn(PRNGKey(seed), (-1, *example_shape))``; a UsageError if the shapes clash."""
+    """The parameters ``init_fn(PRNGKey(seed), (-1, *example_shape))``, checked to fit in memory first.
+
+    Raises:
+      UsageError: the network cannot take inputs of this shape, or its parameters cannot fit.
+      UserCodeError: a user's ``init_fn`` failed otherwise.
+    """
     import jax
 
+    from nt_pntk._src.experiments import models
+    from nt_pntk._src.tiled import planning
+
+    input_shape = (-1, *shape[1:])
     try:
-        _, params = network.init_fn(jax.random.PRNGKey(seed), (-1, *shape[1:]))
+        need = models.parameter_bytes(network.init_fn, input_shape)  # shapes only: nothing allocated
+        free = planning.free_bytes(jax.devices()[0])
+        if free is not None and need > free:
+            fix = "use a smaller --width, --depth or --outputs" if network.zoo else "use a smaller network"
+            raise UsageError(
+                f"the parameters of {network.name} need {planning.format_bytes(need)}, more than the "
+                f"{planning.format_bytes(free)} of memory free on {jax.devices()[0].platform}; {fix}"
+            )
+        _, params = network.init_fn(jax.random.PRNGKey(seed), input_shape)
     except (ValueError, TypeError, IndexError) as e:
+        if isinstance(e, UsageError):
+            raise
         # stax fails deep inside a layer (an IndexError for a conv on flat inputs): say which pairing failed.
         raise UsageError(
             f"{network.name} cannot take inputs of shape {shape[1:]} (one example): its init_fn failed with "
             f"{type(e).__name__}: {e}. Pass inputs of the shape the network expects."
         ) from e
+    except Exception as e:  # the user's init_fn raised something else: their code failed
+        raise user_code_error(f"the init_fn of {network.name}", e) from e
     return params
 
 
@@ -296,40 +326,18 @@ def load_network(args: argparse.Namespace) -> Network:
     from nt_pntk._src.experiments import models
 
     options = {} if args.depth is None else {"depth": args.depth}
-    try:
-        model = models.get_model(args.model, width=args.width, outputs=args.outputs, **options)
-    except (ValueError, TypeError) as e:
-        raise UsageError(str(e)) from e
+    if args.model not in models.MODELS:
+        raise UsageError(f"--model must be one of {sorted(models.MODELS)}; got {args.model!r}")
+    model = zoo_model(args.model, width=args.width, outputs=args.outputs, **options)
     depth = f", depth {args.depth}" if args.depth is not None else ""
     name = f"{args.model} (width {args.width}{depth}, {args.outputs} outputs)"
-    return Network(model.apply_fn, name, init_fn=model.init_fn)
+    return Network(model.apply_fn, name, init_fn=model.init_fn, zoo=True)
 
 
 def load_function(spec: str) -> Network:
     """The network of ``--function module:function``: ``(init_fn, apply_fn)`` or ``(apply_fn, params)``."""
-    module_name, _, function_name = spec.partition(":")
-    if not module_name or not function_name:
-        raise UsageError(f"--function must be MODULE:FUNCTION, e.g. mymodels:build; got {spec!r}")
-    # The console script's sys.path lacks the current folder that `python -m` would have.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name is not None and (module_name == e.name or module_name.startswith(e.name + ".")):
-            raise UsageError(
-                f"cannot import module {module_name!r} named in --function {spec!r}: {e}; put it in the "
-                "current folder or on PYTHONPATH"
-            ) from e
-        raise UsageError(f"importing module {module_name!r} named in --function {spec!r} failed: {e}") from e
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        what = "has no attribute" if function is None else "has a non-callable"
-        raise UsageError(
-            f"module {module_name!r} ({getattr(module, '__file__', '?')}) {what} {function_name!r} named in "
-            f"--function {spec!r}; pass a function of no arguments that returns (init_fn, apply_fn) or "
-            "(apply_fn, params)"
-        )
+    function = load_user_function(spec, "--function")
+    function_name = spec.partition(":")[2]
     try:
         inspect.signature(function).bind()
     except TypeError as e:  # a function that needs arguments (a signature-less builtin passes)
@@ -342,9 +350,8 @@ def load_function(spec: str) -> Network:
         pass
     try:
         network = function()
-    # The user's builder failing, e.g. nt_pntk.from_nnx refusing a module in training mode.
-    except (ImportError, TypeError, ValueError) as e:
-        raise UsageError(f"{spec}() failed with {type(e).__name__}: {e}") from e
+    except Exception as e:  # the user's builder, e.g. nt_pntk.from_nnx refusing a module in training mode
+        raise user_code_error(f"--function {spec}: calling {function_name}()", e) from e
     if isinstance(network, tuple) and len(network) == 2 and callable(network[0]) and not callable(network[1]):
         return Network(network[0], spec, params=network[1])  # (apply_fn, params), e.g. from nt_pntk.from_nnx
     if not isinstance(network, tuple) or len(network) < 2 or not all(map(callable, network[:2])):

@@ -38,6 +38,7 @@ import importlib.metadata
 import importlib.util
 import inspect
 import linecache
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any, Literal
@@ -332,6 +333,18 @@ def dtype_of(x: Any) -> Any:
     return np.dtype(x.dtype) if hasattr(x, "dtype") else np.dtype(x)
 
 
+def log_auto_choice(implementation: Any, flops: float) -> None:
+    """NT's AUTO implementation's estimate for one implementation, as a debug log record.
+
+    NT 0.6.5 printed it on stdout (a leftover debug line), mixing it into every AUTO user's
+    output; ``logging.getLogger("nt_pntk.compat")`` at DEBUG level shows it.
+    """
+    _log.debug("NT AUTO implementation: impl=%d, flops=%s", int(implementation), flops)
+
+
+_log = logging.getLogger("nt_pntk.compat")
+
+
 def zeros_like_p() -> Any:
     """JAX's `zeros_like_p` primitive where it still exists (unused by JAX since 0.4.24)."""
     from jax._src import ad_util
@@ -567,7 +580,17 @@ PATCHES: tuple[Patch, ...] = (
         _EVAL_CONTEXT_WHY,
         count=2,
     ),
-    # -- An NT bug on every JAX version ------------------------------------------
+    # -- NT bugs on every JAX version ---------------------------------------------
+    Patch(
+        _EMPIRICAL,
+        "          print(f'impl={implementation}, flops={flops}')\n",
+        f"          {_C}.log_auto_choice(implementation, flops)\n",
+        _always,
+        "`empirical_ntk_fn(implementation=AUTO)` printed `impl=1, flops=...` on stdout for every "
+        "implementation it compared (a debug line left in NT 0.6.5); it is a DEBUG record of the "
+        "`nt_pntk.compat` logger now.",
+        nt_bug=True,
+    ),
     *(
         Patch(
             _PREDICT,

@@ -33,8 +33,10 @@ def digits_split(n_train: int, n_test: int, *, seed: int = 0, dtype=np.float32) 
     Labels are integer classes; `centred_one_hot(y, 10)` makes regression targets.
 
     Raises:
-      ValueError: `n_train + n_test` larger than the 1,797 digits, or below 1.
+      ValueError: `n_train + n_test` larger than the 1,797 digits, or below 1; a `seed` outside
+        [0, 2**32).
     """
+    checks.seed("seed", seed)
     images, labels = load_digits_images(dtype=dtype)
     if n_train < 1 or n_test < 0 or n_train + n_test > len(images):
         raise ValueError(

@@ -35,6 +35,14 @@ DEFAULT_DEPTHS = (18, 34, 50)  # ResNet-N: keys of models.RESNET_STAGES
 DEFAULT_OUTPUTS = (10, 200)
 REDUCED = {"width": 8, "image_size": 16}
 FULL_SIZE = {"width": 64, "image_size": 32}
+#: The largest image side: an image of 4096×4096×3 float32 is 192 MiB, and the first layer's
+#: activations `width` times more per input (ResNets here run at 16 or 32).
+MAX_IMAGE_SIZE = 4096
+
+
+def check_image_size(name: str, value: object) -> int:
+    """The side of the square images: an int in [1, `MAX_IMAGE_SIZE`]."""
+    return checks.int_between(name, value, 1, MAX_IMAGE_SIZE, "pixels per side")
 
 
 def measure(
@@ -76,10 +84,10 @@ def measure(
     outputs = [checks.positive_int("outputs", o) for o in outputs]
     implementations = [checks.one_of("implementations", i, (1, 2, 3)) for i in implementations]
     width = checks.positive_int("width", width)
-    image_size = checks.positive_int("image_size", image_size)
+    image_size = check_image_size("image_size", image_size)
     repeats = checks.positive_int("repeats", repeats)
     time_budget = checks.positive("time_budget", time_budget)
-    seed = checks.non_negative_int("seed", seed)
+    seed = checks.seed("seed", seed)
 
     import jax
     import neural_tangents as nt

@@ -16,6 +16,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +27,31 @@ from nt_pntk._src import checks
 
 W_STD = 2.0**0.5  # He scale for ReLU in NTK parameterization
 B_STD = 0.1
+#: The most hidden layers (or residual blocks) a zoo network may have: NT builds about 4,000
+#: layers a second and XLA compiles a 1,000-layer network's kernel in one to two minutes on
+#: two CPU cores, so a deeper one would not finish (depth 100,000 takes a minute to build alone).
+MAX_LAYERS = 1000
+#: The widest layer (units or channels) a zoo network may have: one such layer's weights take
+#: 8 GiB per unit of its input already, and wider shapes overflow the integer sizes of XLA's arrays.
+MAX_WIDTH = 2**31 - 1
+
+
+def _check_widths(width: Any, outputs: Any, readout_width: Any = None) -> None:
+    """`width`, `outputs` and `readout_width` (None: no such layer): ints in [1, `MAX_WIDTH`]."""
+    checks.int_between("width", width, 1, MAX_WIDTH, "hidden units or channels")
+    checks.int_between("outputs", outputs, 1, MAX_WIDTH, "the network's outputs O")
+    if readout_width is not None:
+        checks.int_between("readout_width", readout_width, 1, MAX_WIDTH, "the readout's input units")
+
+
+def _check_widest(name: str, value: int, widest: int, why: str) -> None:
+    """A `ValueError` naming option `name` when it makes a layer of `widest` > `MAX_WIDTH` units."""
+    if widest > MAX_WIDTH:
+        raise ValueError(
+            f"`{name}`={value} makes a layer {widest:,} channels wide ({why}), more than the "
+            f"{MAX_WIDTH:,} a layer may have; use a smaller "
+            + ("`width`." if name == "width" else f"`{name}` or `width`.")
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +78,12 @@ def fc(width: int, outputs: int = 10, *, depth: int = 3, readout_width: int | No
 
     ``readout_width`` adds one more hidden layer of that width before the last
     layer, so the readout's input width can differ from the body's `width`.
+
+    Raises:
+      TypeError, ValueError: a size that is not an int in its range (`MAX_WIDTH`, `MAX_LAYERS`).
     """
+    _check_widths(width, outputs, readout_width)
+    checks.int_between("depth", depth, 1, MAX_LAYERS, "hidden layers")
     layers = [stax.Flatten()]
     for _ in range(depth):
         layers += [stax.Dense(width, W_std=W_STD, b_std=B_STD), stax.Relu()]
@@ -63,7 +95,12 @@ def cnn(width: int, outputs: int = 10, *, depth: int = 3, readout_width: int | N
 
     ``readout_width`` adds a dense ReLU layer of that width after the pooling, before
     the last layer: a body of `width` channels with a readout of another width.
+
+    Raises:
+      TypeError, ValueError: a size that is not an int in its range (`MAX_WIDTH`, `MAX_LAYERS`).
     """
+    _check_widths(width, outputs, readout_width)
+    checks.int_between("depth", depth, 1, MAX_LAYERS, "convolution layers")
     layers = []
     for _ in range(depth):
         layers += [stax.Conv(width, (3, 3), padding="SAME", W_std=W_STD, b_std=B_STD), stax.Relu()]
@@ -123,7 +160,22 @@ def _residual_net(
 
 
 def wide_resnet(width: int, outputs: int = 10, *, blocks_per_group: int = 1, groups: int = 2) -> tuple:
-    """A small WideResNet: `groups` groups of `blocks_per_group` residual blocks."""
+    """A small WideResNet: `groups` groups of `blocks_per_group` residual blocks.
+
+    The channels double from one group to the next: the last group's are ``width * 2**(groups - 1)``.
+
+    Raises:
+      TypeError, ValueError: a size that is not an int in its range (`MAX_WIDTH`, `MAX_LAYERS`).
+    """
+    _check_widths(width, outputs)
+    checks.int_between("blocks_per_group", blocks_per_group, 1, MAX_LAYERS, "residual blocks per group")
+    checks.int_between("groups", groups, 1, MAX_LAYERS, "groups of residual blocks")
+    if blocks_per_group * groups > MAX_LAYERS:
+        raise ValueError(
+            f"`blocks_per_group` * `groups` must be at most {MAX_LAYERS:,} residual blocks; got "
+            f"{blocks_per_group} * {groups} = {blocks_per_group * groups:,}."
+        )
+    _check_widest("groups", groups, width * 2 ** (groups - 1), "width * 2**(groups - 1)")
     return _residual_net(width, outputs, (blocks_per_group,) * groups)
 
 
@@ -145,8 +197,10 @@ def resnet(width: int, outputs: int = 10, *, depth: int = 18) -> tuple:
     expansion; the stage widths are `width * 2**stage`. Used for the paper's
     Figure 1 at reduced width and image size.
     """
-    if depth not in RESNET_STAGES:
-        raise ValueError(f"`depth` must be one of {sorted(RESNET_STAGES)}; got {depth!r}.")
+    _check_widths(width, outputs)
+    checks.one_of("depth", depth, sorted(RESNET_STAGES))
+    stages, expansion = len(RESNET_STAGES[depth]), 4 if depth >= 50 else 1
+    _check_widest("width", width, width * 2 ** (stages - 1) * expansion, "the last stage's channels")
     return _residual_net(width, outputs, RESNET_STAGES[depth], bottleneck=depth >= 50)
 
 
@@ -171,12 +225,36 @@ def get_model(
       **options: the builder's keyword options (``depth``, ``blocks_per_group``...).
 
     Raises:
-      ValueError: an unknown name, or a width or outputs below 1.
-      TypeError: a width or outputs that is not an int; an option the builder does not take.
+      ValueError: an unknown name, or a size out of its range (each builder's ``Raises``).
+      TypeError: a size that is not an int; an option the builder does not take.
     """
     outputs = checks.renamed("get_model", "out", out, "outputs", outputs, default=10)
     checks.one_of("name", name, sorted(MODELS))
-    width = checks.positive_int("width", width)
-    outputs = checks.positive_int("outputs", outputs)
+    known = builder_options(name)
+    for option in options:
+        if option not in known:
+            raise TypeError(
+                f"`{option}` is not an option of the {name!r} builder (nt_pntk.experiments.models."
+                f"{MODELS[name].__name__}); it takes {known or 'none'}."
+            )
     init_fn, apply_fn, kernel_fn = MODELS[name](width, outputs, **options)
     return Model(name, init_fn, apply_fn, kernel_fn)
+
+
+def builder_options(name: str) -> list[str]:
+    """The keyword options of zoo builder `name` (those after `width` and `outputs`)."""
+    parameters = inspect.signature(MODELS[name]).parameters.values()
+    return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def parameter_bytes(init_fn: Callable, input_shape: tuple[int, ...]) -> int:
+    """Bytes of the parameters `init_fn` makes for inputs of `input_shape`, from their shapes alone.
+
+    Nothing is allocated or computed (``jax.eval_shape``): a network too large to initialize
+    can be refused before it is.
+    """
+    import jax
+    import numpy as np
+
+    shapes = jax.eval_shape(lambda key: init_fn(key, input_shape)[1], jax.random.PRNGKey(0))
+    return sum(math.prod(s.shape) * np.dtype(s.dtype).itemsize for s in jax.tree_util.tree_leaves(shapes))

@@ -147,6 +147,7 @@ class EmpiricalKernelFn:
         self.__doc__ = f"The {approximation!r} kernel of {getattr(f, '__qualname__', f)!r}."
 
     def __call__(self, x1: PyTree, x2: PyTree | None, params: PyTree, **apply_fn_kwargs) -> PyTree:
+        checks.has_parameters(params)
         if checks.matching_inputs(x1, x2, self.in_axes):
             # Batches of different sizes: the axes that pair x1's and x2's outputs must agree.
             paired = self._wrapped.trace_axes
@@ -308,7 +309,7 @@ class Projection(Approximation):
 
     def __post_init__(self):
         checks.positive_int("m", self.m)
-        checks.non_negative_int("seed", self.seed)
+        checks.seed("seed", self.seed)
 
     def wrap(self, f, trace_axes, diagonal_axes):
         axis = _single_axis(self.name, trace_axes)
@@ -354,14 +355,14 @@ def projection_directions(
     Args:
       m: number of directions, at least 1.
       outputs: O, the size of the logit axis, at least 1.
-      seed: a non-negative int.
+      seed: an int in [0, 2**32).
       out: deprecated name of ``outputs``.
 
     Returns:
       A float64 array of shape ``(m, outputs)``.
 
     Raises:
-      ValueError: ``m`` or ``outputs`` below 1, or a negative ``seed``.
+      ValueError: ``m`` or ``outputs`` below 1, or a ``seed`` outside [0, 2**32).
       TypeError: an argument that is not an int.
 
     Example:
@@ -373,7 +374,7 @@ def projection_directions(
     return _directions(
         checks.positive_int("m", m),
         checks.positive_int("outputs", outputs),
-        checks.non_negative_int("seed", seed),
+        checks.seed("seed", seed),
     ).copy()
 
 

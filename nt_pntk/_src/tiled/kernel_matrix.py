@@ -317,6 +317,7 @@ def _prepare(
             "e.g. nt_pntk.approximations.PNTK().kernel_fn(f) (the pNTK), Trace(), SingleLogit(k) or "
             "Projection(m)."
         )
+    _checks.has_parameters(params)
     budget = parse_bytes("memory_budget", memory_budget)
     tile_size = _tile_size(tile_size)
     path = storage.check_output_path(output)

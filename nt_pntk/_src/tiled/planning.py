@@ -70,6 +70,11 @@ def parse_bytes(name: str, value: Any) -> int | None:
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", value)
         if match and match.group(2).lower() in _UNITS:
             number = float(match.group(1)) * _UNITS[match.group(2).lower()]
+            if not math.isfinite(number):  # e.g. "1e400GiB": float() reads it as infinity
+                raise ValueError(
+                    f"`{name}` must be a finite number of bytes; got {value!r}, which reads as infinity. "
+                    "Pass a size such as '2GiB', or leave it out for the default."
+                )
             if number >= 1:
                 return int(number)
         raise ValueError(
@@ -92,16 +97,24 @@ def format_bytes(n: float) -> str:
 
 def default_budget(devices: Sequence[jax.Device]) -> int:
     """Half the available host memory (CPU) or 80% of a device's free memory (accelerators)."""
-    device = devices[0]
-    if device.platform != "cpu":
-        try:
-            stats = device.memory_stats() or {}
-        except Exception:  # backends without memory stats
-            stats = {}
-        if "bytes_limit" in stats:
-            return int(0.8 * (stats["bytes_limit"] - stats.get("bytes_in_use", 0)))
-        return 4 * GIB
-    return host_available_bytes() // 2
+    free = free_bytes(devices[0])
+    if devices[0].platform != "cpu":
+        return 4 * GIB if free is None else int(0.8 * free)
+    return free // 2
+
+
+def free_bytes(device: jax.Device) -> int | None:
+    """The memory free on `device`: the host's available memory for a CPU, the device's limit less
+    what is in use for an accelerator; None where the backend does not say."""
+    if device.platform == "cpu":
+        return host_available_bytes()
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # backends without memory stats
+        stats = {}
+    if "bytes_limit" in stats:
+        return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    return None
 
 
 def host_available_bytes() -> int:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.resources
-import inspect
 import itertools
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from nt_pntk._src import measure
 from nt_pntk._src.experiments import models
 
 #: The configurations shipped with the package (`--config quick|paper|ci`).
@@ -59,6 +60,16 @@ SWEEP_KEYS = (
     "n_test",
     "implementation",
 )
+#: Inputs of every dataset: 8×8×1 images (the digits, and the synthetic data of the same shape).
+INPUT_SHAPE = (-1, 8, 8, 1)
+#: Bootstrap resamples at most: the intervals' percentiles are settled long before, and the
+#: O-scaling fit resamples in a Python loop (a million resamples are minutes per sweep).
+MAX_BOOTSTRAP = 100_000
+#: Gradient-descent steps at most: each is one compiled call, a million are hours per cell.
+MAX_TRAIN_STEPS = 1_000_000
+#: Cells (widths × outs × seeds, over the sweeps) at most: the paper's configuration has 342,
+#: and each takes seconds to minutes.
+MAX_CELLS = 100_000
 LABEL_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -264,7 +275,7 @@ def parse(raw: dict[str, Any], default_name: str = "custom") -> Config:
         n_test=_positive(raw, "n_test", int, 64),
         ridge=_positive(raw, "ridge", float, 1e-3),
         train_steps=_nonnegative_int(raw, "train_steps", 100),
-        learning_rate=_positive(raw, "learning_rate", float, 0.5),
+        learning_rate=_learning_rate(raw.get("learning_rate", 0.5)),
         bootstrap=_positive(raw, "bootstrap", int, 1000),
         slope_band=_slope_band(raw.get("slope_band", [-0.65, -0.35])),
         asymptotic_level=_positive(raw, "asymptotic_level", float, 0.2),
@@ -284,6 +295,7 @@ def parse(raw: dict[str, Any], default_name: str = "custom") -> Config:
                 f"`{where}n_train` + `{where}n_test` must be at most 1797 (the digits); "
                 f"got {n_train + n_test}."
             )
+    _check_work(cfg)
     labels: dict[str, int] = {}
     for i, s in enumerate(sweeps):
         label = s.label or default_label(s)
@@ -293,7 +305,86 @@ def parse(raw: dict[str, Any], default_name: str = "custom") -> Config:
                 f"sweep[{labels[label]}]'s (set `label` in one of them)."
             )
         labels[label] = i
+    for i, s in enumerate(sweeps):
+        _check_memory(cfg, s, f"sweep[{i}]")
     return cfg
+
+
+def _learning_rate(value: Any) -> float:
+    """A fraction of gradient descent's stability limit: in (0, 1)."""
+    if not _is_number(value) or not 0 < value < 1:
+        raise ConfigError(
+            "`learning_rate` must be a number in (0, 1): the step is this fraction of gradient "
+            "descent's stability limit 2·n_train/λmax(pNTK), and at 1 or more training diverges; "
+            f"got {value!r}."
+        )
+    return float(value)
+
+
+def _check_work(cfg: Config) -> None:
+    """Refuses amounts of work that would not finish: cells, training steps, resamples."""
+    cells = sum(
+        len(s.widths) * len(s.outs) * (s.seeds or cfg.seeds) for s in cfg.sweeps
+    )  # counted, not listed: `cfg.cells()` of a billion seeds would itself exhaust the memory
+    if cells > MAX_CELLS:
+        raise ConfigError(
+            f"The configuration has {cells:,} cells (widths × outs × seeds, summed over the sweeps), "
+            f"more than the {MAX_CELLS:,} a run may have; lower `seeds` or shorten `widths` and `outs`."
+        )
+    if cfg.train_steps > MAX_TRAIN_STEPS:
+        raise ConfigError(
+            f"`train_steps` must be at most {MAX_TRAIN_STEPS:,} (each step is one compiled call); "
+            f"got {cfg.train_steps:,}."
+        )
+    if cfg.bootstrap > MAX_BOOTSTRAP:
+        raise ConfigError(
+            f"`bootstrap` must be at most {MAX_BOOTSTRAP:,} resamples (the intervals are settled "
+            f"long before; more only cost time and memory after every cell was measured); got "
+            f"{cfg.bootstrap:,}."
+        )
+
+
+def cell_memory(cfg: Config, sweep: Sweep, width: int, out: int) -> dict[str, int]:
+    """Bytes that a cell of `sweep` at `width` and `out` needs at the least, by what holds them.
+
+    ``"parameters"``: the parameters (three copies while training: the parameters, their
+    gradient and the step's result); ``"kernels"``: the float64 eNTK (N, N, O, O) and pNTK
+    (N, N) that the metrics read, N = n_train + n_test. A lower bound: Jacobian blocks and
+    XLA's temporaries come on top.
+    """
+    arguments = {"width": width} if sweep.vary == "width" else {"width": sweep.width, sweep.vary: width}
+    model = models.get_model(sweep.architecture, outputs=out, **sweep.options, **arguments)
+    copies = 3 if "trained" in sweep.phases else 1
+    n = (sweep.n_train or cfg.n_train) + (sweep.n_test or cfg.n_test)
+    return {
+        "parameters": copies * models.parameter_bytes(model.init_fn, INPUT_SHAPE),
+        "kernels": 8 * n * n * (out * out + 1),
+    }
+
+
+def _check_memory(cfg: Config, sweep: Sweep, where: str) -> None:
+    """Refuses a sweep whose largest cell cannot fit in this machine's memory, naming the option."""
+    width, out = max(sweep.widths), max(sweep.outs)
+    need = cell_memory(cfg, sweep, width, out)
+    memory = measure.physical_memory_bytes()
+    if sum(need.values()) <= memory:
+        return
+    gib = 2**30
+    parts = (
+        f"parameters {need['parameters'] / gib:.3g} GiB, the eNTK and pNTK of "
+        f"N = n_train + n_test inputs {need['kernels'] / gib:.3g} GiB"
+    )
+    if need["kernels"] >= need["parameters"]:
+        fix = f"lower `{where}.outs` (the eNTK grows as O²), or `n_train` and `n_test`"
+        named = f"`{where}.outs` = {list(sweep.outs)}"
+    else:
+        fix = f"lower `{where}.widths` or the options that widen the network"
+        named = f"`{where}.widths` = {list(sweep.widths)}"
+    raise ConfigError(
+        f"{named}: the cell of width {width:,} and O = {out:,} needs at least "
+        f"{sum(need.values()) / gib:.3g} GiB ({parts}), more than this machine's "
+        f"{memory / gib:.3g} GiB of memory; {fix}."
+    )
 
 
 def _check_keys(raw: dict, known: tuple[str, ...] | list[str], prefix: str, where: str) -> None:
@@ -306,12 +397,6 @@ def _check_keys(raw: dict, known: tuple[str, ...] | list[str], prefix: str, wher
         raise ConfigError(
             f"`{prefix}{key}` is not a known key of {where}.{hint} Known keys: {', '.join(known)}."
         )
-
-
-def _builder_options(architecture: str) -> list[str]:
-    """The zoo builder's keyword options (everything after `width` and `out`)."""
-    parameters = inspect.signature(models.MODELS[architecture]).parameters.values()
-    return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
 def _parse_sweep(raw: Any, where: str) -> Sweep:
@@ -339,15 +424,15 @@ def _parse_sweep(raw: Any, where: str) -> Sweep:
                 f"got {raw['width']!r}. Set `vary` to sweep another width with this one fixed."
             )
     else:
-        if vary not in _builder_options(arch):
+        if vary not in models.builder_options(arch):
             raise ConfigError(
                 f"`{where}.vary` = {vary!r} must be an option of the {arch!r} builder; "
-                f"it takes {_builder_options(arch)}."
+                f"it takes {models.builder_options(arch)}."
             )
         if "width" not in raw:
             raise ConfigError(f"`{where}.width` is missing: the fixed body width when `vary` = {vary!r}.")
         fixed_width = _positive(raw, "width", int, None, where)
-    options = _options(raw.get("options", {}), arch, widths[0], outs[0], where, vary, fixed_width)
+    options = _options(raw.get("options", {}), arch, widths[-1], max(outs), where, vary, fixed_width)
     sizes = {}
     for name in ("n_train", "n_test", "seeds"):
         if name in raw:
@@ -395,27 +480,35 @@ def _parse_sweep(raw: Any, where: str) -> Sweep:
 def _options(
     options: Any, arch: str, width: int, out: int, where: str, vary: str = "width", fixed: int | None = None
 ) -> dict[str, Any]:
-    """The builder's options, checked by name, type, and by building the first cell's model."""
+    """The builder's options, checked by name, and by building the widest cell's model (the
+    builder checks every size: the options and the swept width)."""
     label = f"{where}.options"
     if not isinstance(options, dict):
         raise ConfigError(f"`{label}` must be a table of builder options; got {options!r}.")
-    known = _builder_options(arch)
+    known = models.builder_options(arch)
     builder = f"the {arch!r} builder (nt_pntk.models.{models.MODELS[arch].__name__})"
     if options and not known:
         raise ConfigError(f"`{label}` must be empty: {builder} takes no options; got {options!r}.")
     _check_keys(options, known, f"{label}.", builder)
     if vary in options:
         raise ConfigError(f"`{label}.{vary}` must be left out: the sweep varies it (`vary` = {vary!r}).")
-    for key, value in options.items():
-        # Every zoo option counts layers, blocks or groups (a bool would pass as 0 or 1).
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"`{label}.{key}` must be an integer >= 1; got {value!r}.")
+    swept = {"width": width} if vary == "width" else {"width": fixed, vary: width}
     try:
-        # Builds the stax layers only (no parameters): cheap, and catches what the builder refuses.
-        swept = {"width": width} if vary == "width" else {"width": fixed, vary: width}
+        # Builds the stax layers only (no parameters): cheap, and the builder checks every size.
         models.get_model(arch, outputs=out, **options, **swept)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"`{label}` = {options!r} does not build a {arch!r} model: {e}") from None
+        # The builder's message names its argument first (`checks`' convention): name its field here.
+        argument = re.match(r"`(\w+)`", str(e))
+        fields = {"outputs": f"{where}.outs", vary: f"{where}.widths"}
+        if vary != "width":
+            fields["width"] = f"{where}.width"
+        name = argument.group(1) if argument else ""
+        field = fields.get(name, f"{label}.{name}" if name in options else label)
+        sizes = ", ".join(f"{k}={v}" for k, v in {**swept, "outputs": out}.items())
+        raise ConfigError(
+            f"`{field}` does not build a {arch!r} model (the sweep's widest cell: {sizes}, "
+            f"options {options!r}): {e}"
+        ) from None
     return dict(options)
 
 
