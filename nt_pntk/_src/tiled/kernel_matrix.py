@@ -53,6 +53,7 @@ import numpy as np
 
 from nt_pntk._src import checks as _checks
 from nt_pntk._src import measure
+from nt_pntk._src.kernels import keyword_args
 from nt_pntk._src.kernels.approximations import EmpiricalKernelFn, FullENTK
 from nt_pntk._src.kernels.features import describe
 from nt_pntk._src.tiled import compute, planning, probe, routes, sharding, storage
@@ -181,7 +182,7 @@ def kernel_matrix(
         result = _run(job, None, progress)
     else:
         # What `fn` computes identifies the kernel on disk (its name does not): a few entries of it.
-        fresh = probe.compute(fn, apply_fn_kwargs, params, job.x1, job.x2, job.n1, job.n2, job.symmetric)
+        fresh = probe.compute(fn, job.sides, params, job.x1, job.x2, job.n1, job.n2, job.symmetric)
         job.expected["function"] = {"name": _fn_name(fn), "jaxpr_blake2b": fresh.jaxpr}
         # One run at a time per output; the processes of one distributed run share it (process 0 locks).
         lock = storage.OutputLock(job.path, _announcer(progress)) if jax.process_index() == 0 else None
@@ -208,6 +209,7 @@ class _Job:
     programs: Any
     choice: routes.Choice
     expected: dict
+    sides: routes.Sides
     plan: planning.Plan | None = None
     run_seconds: float = 0.0
 
@@ -338,10 +340,11 @@ def _prepare(
             "the tiles, so pass output='<shared path>.zarr' (or .npy on a file system all processes share)."
         )
 
+    sides = _sides(fn, apply_fn_kwargs, x1h, None if symmetric else x2h)
     lanes = sharding.Lanes()
     entries = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
     rows = n1 if symmetric else n1 + n2
-    programs, dtype, choice = _programs(fn, apply_fn_kwargs, lanes, params, x1h, x2h, entries, rows)
+    programs, dtype, choice = _programs(fn, sides, lanes, params, x1h, x2h, entries, rows)
     _log.info("kernel_matrix %s", choice.describe())
     fingerprint = {
         "x1": storage.tree_digest(x1h),
@@ -351,9 +354,33 @@ def _prepare(
     }
     expected = {"shape": [n1, n2], "dtype": dtype.name, "symmetric": symmetric, "fingerprint": fingerprint}
     expected["route"] = programs.route  # information: a resumed run may take another route
-    return _Job(
-        fn, params, x1h, x2h, n1, n2, symmetric, path, budget, tile_size, lanes, programs, choice, expected
-    )
+    job = (fn, params, x1h, x2h, n1, n2, symmetric, path, budget, tile_size, lanes, programs, choice)
+    return _Job(*job, expected, sides)
+
+
+def _sides(fn: Callable, kwargs: dict, x1: PyTree, x2: PyTree | None) -> routes.Sides:
+    """The keyword arguments of x1 and x2, split once from the whole inputs as NT does (see
+    `keyword_args`); every tile, feature block and probe entry gets these."""
+    if not isinstance(fn, EmpiricalKernelFn) and keyword_args.RNG in kwargs:
+        raise ValueError(
+            f"kernel_matrix cannot tile `fn`={describe(fn)} with `rng`: an NT-style kernel function derives "
+            "x2's key from whether x2 equals x1, which differs from tile to tile. Pass an nt_pntk kernel "
+            "function (e.g. nt_pntk.empirical_pntk_fn(f) or nt_pntk.approximations.Trace().kernel_fn(f)), "
+            "whose tiles get the keys of the whole x1 and x2, or call fn(x1, x2, params, rng=key) itself."
+        )
+    if isinstance(fn, EmpiricalKernelFn):
+        batched = keyword_args.batched(fn.vmap_axes, kwargs)
+        if batched:
+            raise ValueError(
+                f"kernel_matrix cannot tile keyword arguments batched by `vmap_axes`={fn.vmap_axes!r} "
+                f"({', '.join(f'`{k}`' for k in batched)}): it takes rows of x1 and x2 only. Make them part "
+                "of the inputs (e.g. x = {'x': x, '"
+                + batched[0]
+                + "': values}, a PyTree of examples along axis 0) or call fn(x1, x2, params, ...) itself."
+            )
+    kwargs1, kwargs2 = keyword_args.split(kwargs, x1, x2)
+    keyword_args.bind(kwargs1, kwargs2)  # a TypeError now for values no network can take untraced
+    return routes.Sides(dict(kwargs), kwargs1, kwargs2)
 
 
 def _announcer(progress: bool) -> Callable[[str], None]:
@@ -508,7 +535,7 @@ def _fn_name(fn: Callable) -> str:
 
 def _programs(
     fn: Callable,
-    kwargs: dict,
+    kwargs: routes.Sides,
     lanes: sharding.Lanes,
     params: PyTree,
     x1: PyTree,
