@@ -72,14 +72,26 @@ def x1_is_x2(x1: PyTree, x2: PyTree) -> Any:
         return False
     same: Any = True
     for a, b in zip(leaves1, leaves2, strict=True):
-        same = jnp.logical_and(same, array_is(jnp.asarray(a), jnp.asarray(b)))
+        a, b = jnp.asarray(a), jnp.asarray(b)
+        if _is_key(a) != _is_key(b) or (_is_key(a) and a.dtype != b.dtype):
+            return False  # a typed key and raw key bits (or keys of two implementations)
+        same = jnp.logical_and(same, array_is(a, b))
     return same
+
+
+def _is_key(a: jax.Array) -> bool:
+    return jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
 
 
 def _read_keys(key: Any, x1: PyTree, x2: PyTree) -> tuple[Any, Any]:
     """NT's ``utils._read_keys`` (without its warning), for PyTree inputs too."""
     if _is_pair(key):
-        key1, key2 = key
+        key1, key2 = (jnp.asarray(k) for k in key)
+        if _is_key(key1) != _is_key(key2):
+            raise TypeError(
+                f"`{RNG}` is a pair of a typed key (jax.random.key) and raw key bits (jax.random.PRNGKey): "
+                f"got dtypes {key1.dtype} and {key2.dtype}. Pass two keys of one kind."
+            )
         new_key = jnp.where(x1_is_x2(key1, key2), jax.random.fold_in(key2, 1), key2)
         return key1, jnp.where(x1_is_x2(x1, x2), key1, new_key)
     if not isinstance(key, jax.Array) and not isinstance(key, np.ndarray):

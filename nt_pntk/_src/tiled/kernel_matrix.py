@@ -78,6 +78,7 @@ def kernel_matrix(
     tile_size: int | None = None,
     progress: bool = True,
     stats: bool = False,
+    allow_non_finite: bool = False,
     out: Any = None,
     **apply_fn_kwargs,
 ) -> Any:
@@ -140,9 +141,19 @@ def kernel_matrix(
       stats: also return a `KernelMatrixStats`: the route taken and why (with
         AUTO's estimates), the plan, the programs' calls, XLA's FLOPs and bytes
         of what ran, and the tile loop's wall time.
+      allow_non_finite: keep kernel entries that are NaN or inf. By default a
+        tile holding one is a `NonFiniteKernelError` naming its rows, before
+        anything of it is written or recorded: the network's outputs or
+        gradients are not finite there (e.g. inputs that overflow float32).
       out: deprecated name of ``output``.
-      **apply_fn_kwargs: passed to ``fn`` unchanged for every tile (they are
-        not split along the batch).
+      **apply_fn_kwargs: the network's keyword arguments, as ``fn`` takes them:
+        split between x1 and x2 as NT does (``rng``: x2 gets
+        ``fold_in(rng, 1)`` unless x2 equals x1; a 2-tuple: one value for x1,
+        one for x2), once for the whole x1 and x2, and every tile gets those
+        (see `nt_pntk._src.kernels.keyword_args`). Values that hold no array
+        (``train=False``) reach the network untraced. ``rng`` needs an
+        `EmpiricalKernelFn` (another ``fn`` would derive keys tile by tile: a
+        `ValueError`); arguments batched by ``vmap_axes`` are a `ValueError`.
 
     Returns:
       The kernel: a ``np.ndarray`` (``output=None``), a read-only ``np.memmap``
@@ -160,6 +171,8 @@ def kernel_matrix(
         message names the first bad row) or parameters; ``fn`` not returning an
         ``(n1, n2)`` array; ``x1`` and ``x2`` of different kinds; a
         ``vmap_axes`` of ``fn``'s features out of range.
+      NonFiniteKernelError: (a `ValueError`) a tile with NaN or inf entries,
+        unless ``allow_non_finite``; nothing of it was written or recorded.
       RuntimeError: a run that ends with tiles missing from the record (the
         kernel is not returned; running again computes them).
       TypeError: arguments of the wrong type.
@@ -178,6 +191,7 @@ def kernel_matrix(
     """
     output = _checks.renamed("kernel_matrix", "out", out, "output", output)
     job = _prepare(fn, x1, x2, params, output, memory_budget, tile_size, apply_fn_kwargs)
+    job.allow_non_finite = _checks.boolean("allow_non_finite", allow_non_finite)
     if job.path is None:
         result = _run(job, None, progress)
     else:
@@ -212,6 +226,7 @@ class _Job:
     sides: routes.Sides
     plan: planning.Plan | None = None
     run_seconds: float = 0.0
+    allow_non_finite: bool = False
 
     def statistics(self) -> KernelMatrixStats:
         flops = moved = 0.0
@@ -439,7 +454,9 @@ def _run(job: _Job, fresh: probe.Probe | None, progress: bool) -> Any:
     my_tiles = [t for t in all_tiles if t[0] in my_rows]
     good = _verified(output, record, plan, set(my_tiles)) if record is not None else set()
     todo = [t for t in my_tiles if t not in good]
-    check = probe.TileCheck(fresh, plan.tile, symmetric, plan.mode, lanes.platform) if fresh else None
+    checks = [] if job.allow_non_finite else [_FiniteCheck(plan, x1h, x2h)]
+    if fresh:
+        checks.append(probe.TileCheck(fresh, plan.tile, symmetric, plan.mode, lanes.platform))
 
     from tqdm.auto import tqdm
 
@@ -451,7 +468,7 @@ def _run(job: _Job, fresh: probe.Probe | None, progress: bool) -> Any:
         disable=not progress,
         smoothing=0.1,
     )
-    writer = _Writer(output, record, plan, bar, check, programs.route)
+    writer = _Writer(output, record, plan, bar, checks, programs.route)
     start = time.perf_counter()
     try:
         if programs.mode == "features":
@@ -712,6 +729,64 @@ def _extent(plan: planning.Plan, i: int, j: int) -> tuple[tuple[int, int], tuple
     return (i * t, min((i + 1) * t, plan.n1)), (j * t, min((j + 1) * t, plan.n2))
 
 
+class NonFiniteKernelError(ValueError):
+    """`kernel_matrix` computed NaN or inf kernel entries (and was not asked to keep them)."""
+
+
+@dataclasses.dataclass
+class _FiniteCheck:
+    """Raises `NonFiniteKernelError` for a tile with a NaN or inf entry, naming its rows."""
+
+    plan: planning.Plan
+    x1: PyTree
+    x2: PyTree
+
+    def __call__(self, i: int, j: int, tile: np.ndarray) -> None:
+        bad = ~np.isfinite(tile)
+        if not bad.any():
+            return
+        (r0, _), (c0, _) = _extent(self.plan, i, j)
+        # An input whose features are not finite spoils its whole row (or column) of the tile: those
+        # are the likely causes; without such a row or column, the inputs of every bad entry.
+        rows, cols = np.flatnonzero(bad.all(axis=1)), np.flatnonzero(bad.all(axis=0))
+        if not len(rows) and not len(cols):
+            rows, cols = np.flatnonzero(bad.any(axis=1)), np.flatnonzero(bad.any(axis=0))
+        rows, cols = rows + r0, cols + c0
+        r, c = (int(a[0]) for a in np.nonzero(bad))
+        if self.plan.symmetric:
+            named = {"x1": np.union1d(rows, cols)}
+            inputs = {"x1": self.x1}
+        else:
+            named = {name: ids for name, ids in (("x1", rows), ("x2", cols)) if len(ids)}
+            inputs = {"x1": self.x1, "x2": self.x2}
+        where = " and ".join(f"{name} rows {_spans(ids)}" for name, ids in named.items())
+        largest = max(_largest(inputs[name], ids) for name, ids in named.items())
+        raise NonFiniteKernelError(
+            f"kernel_matrix computed {int(bad.sum())} non-finite entries (NaN or inf) in tile ({i}, {j}), "
+            f"e.g. K[{r0 + r}, {c0 + c}] = {tile[r, c]}: the network's outputs or gradients are not finite "
+            f"for inputs {where} (the largest |input| there is {largest:.3g}: an overflow, or a NaN inside "
+            "the network). Nothing of this tile was written or recorded. Rescale or remove those inputs or "
+            "fix the network, or pass allow_non_finite=True to keep non-finite entries."
+        )
+
+
+def _largest(x: PyTree, rows: np.ndarray) -> float:
+    values = [np.abs(leaf[rows].astype(np.float64)).max(initial=0.0) for leaf in jax.tree_util.tree_leaves(x)]
+    return float(max(values, default=0.0))
+
+
+def _spans(indices: np.ndarray, most: int = 3) -> str:
+    """Sorted indices as ranges: ``0..3, 7`` (the first `most` ranges, then how many more)."""
+    spans: list[list[int]] = []
+    for k in (int(v) for v in indices):
+        if spans and k == spans[-1][1] + 1:
+            spans[-1][1] = k
+        else:
+            spans.append([k, k])
+    text = ", ".join(f"{a}..{b}" if b > a else f"{a}" for a, b in spans[:most])
+    return text + (f" and {len(spans) - most} more ranges" if len(spans) > most else "")
+
+
 @dataclasses.dataclass
 class _Writer:
     """Writes tiles, then records them, in a background thread (overlapping the next tile's compute)."""
@@ -720,7 +795,8 @@ class _Writer:
     record: storage.Record | None
     plan: planning.Plan
     bar: Any
-    check: Callable[[int, int, np.ndarray], None] | None = None  # raises for a tile disagreeing with fn
+    # Each raises for a tile that must not be recorded (non-finite, or disagreeing with fn).
+    checks: list[Callable[[int, int, np.ndarray], None]] = dataclasses.field(default_factory=list)
     route: str | None = None  # recorded in each tile's marker
 
     def __post_init__(self):
@@ -733,10 +809,11 @@ class _Writer:
     def put(self, i: int, j: int, tile: np.ndarray) -> None:
         if self.error is not None:
             raise self.error
-        if self.check is not None:
-            self.check(i, j, tile)  # before the tile is written or recorded
         (r0, r1), (c0, c1) = _extent(self.plan, i, j)
-        self.queue.put((i, j, np.ascontiguousarray(tile[: r1 - r0, : c1 - c0])))
+        tile = tile[: r1 - r0, : c1 - c0]  # without the padding
+        for check in self.checks:  # before the tile is written or recorded
+            check(i, j, tile)
+        self.queue.put((i, j, np.ascontiguousarray(tile)))
 
     def _run(self) -> None:
         while True:
