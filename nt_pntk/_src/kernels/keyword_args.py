@@ -157,7 +157,8 @@ def bind(kwargs1: dict[str, Any], kwargs2: dict[str, Any]) -> Bound:
             if _same(a, b):
                 static[k] = a
                 continue
-            if not all(isinstance(v, numbers.Number) for v in (a, b)):
+            # Numbers are traced as NT traces them; bools (flags for Python's `if`) and the rest refused.
+            if not all(isinstance(v, numbers.Number) and not isinstance(v, bool) for v in (a, b)):
                 raise TypeError(
                     f"keyword argument `{k}` gives x1 {a!r} and x2 {b!r} (NT's pair convention): different "
                     f"values that are not arrays would need two networks. Pass one value ({k}={a!r}), "
