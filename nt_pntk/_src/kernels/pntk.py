@@ -95,7 +95,10 @@ def empirical_pntk_fn(
       `nt_pntk.approximations.EmpiricalKernelFn` (``PNTK().kernel_fn(f, ...)``).
       ``x2=None`` means ``x2 = x1``. For an ``(N, O)`` output and the default ``trace_axes`` it
       returns an ``(N1, N2)`` array; in general the shape of
-      ``nt.empirical_ntk_fn`` with the same arguments.
+      ``nt.empirical_ntk_fn`` with the same arguments. Keyword arguments are
+      split between x1 and x2 as NT splits them (``rng``, 2-tuples); those
+      whose values hold no array (``train=False``) reach ``f`` untraced (see
+      `nt_pntk._src.kernels.keyword_args`).
 
     Raises:
       ValueError: an unknown ``implementation``; ``trace_axes`` or
