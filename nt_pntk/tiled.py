@@ -14,6 +14,7 @@ from nt_pntk._src.kernels.features import NotAGramKernel
 from nt_pntk._src.tiled.kernel_matrix import (
     KernelMatrixPlan,
     KernelMatrixStats,
+    NonFiniteKernelError,
     kernel_matrix,
     plan_kernel_matrix,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "Estimate",
     "KernelMatrixPlan",
     "KernelMatrixStats",
+    "NonFiniteKernelError",
     "NotAGramKernel",
     "format_bytes",
     "kernel_matrix",

@@ -2,9 +2,10 @@
 
 A *case* fixes one value of each dimension in `DIMENSIONS` (architecture,
 kernel, NT implementation, ``vmap_axes``, eager or ``jax.jit``, what ``x2`` is,
-batch size, and the route: called directly, through ``nt.batch`` or through
-``nt_pntk.kernel_matrix``). `run_case` computes the kernel that way, in
-float32, and compares it with `reference_kernel`: the per-example Jacobians of
+batch size, the route: called directly, through ``nt.batch`` or through
+``nt_pntk.kernel_matrix``, and the network's keyword arguments: none, a static
+Python bool, an ``rng`` key or NT's 2-tuple). `run_case` computes the kernel that way, in
+float32, and compares it with `expected_kernel`: the per-example Jacobians of
 the network, ``jax.jacrev`` (the gradient of each output) of one example at a
 time, in float64, contracted by hand into each kernel's definition:
 
@@ -72,6 +73,8 @@ DIMENSIONS: dict[str, tuple[Any, ...]] = {
     "x2": ("none", "same", "other"),
     "size": ("small", "large"),
     "route": ("direct", "nt.batch", "kernel_matrix"),
+    # The network's keyword arguments (see `KWARGS` and `with_kwargs`).
+    "kwargs": ("none", "static", "rng", "pair"),
 }
 
 
@@ -85,13 +88,15 @@ class Case:
     x2: str
     size: str
     route: str
+    kwargs: str = "none"
 
     @property
     def id(self) -> str:
         jit = "jit" if self.jit else "eager"
+        kwargs = "" if self.kwargs == "none" else f"-kw{self.kwargs}"
         return (
             f"{self.architecture}-{self.kernel}-impl{self.implementation}-vmap{self.vmap_axes}-{jit}-"
-            f"x2{self.x2}-{self.size}-{self.route}"
+            f"x2{self.x2}-{self.size}-{self.route}{kwargs}"
         )
 
 
@@ -99,7 +104,12 @@ def allowed(values: dict[str, Any]) -> bool:
     """Whether a (partial) assignment of dimension values can be run."""
     # kernel_matrix tiles (N1, N2) kernels; the eNTK is (N1, N2, O, O) (refused with an error,
     # tested apart).
-    return not (values.get("route") == "kernel_matrix" and values.get("kernel") == "entk")
+    if values.get("route") == "kernel_matrix" and values.get("kernel") == "entk":
+        return False
+    # A jitted kernel function, and the NNGP's lambda, are functions of their own to kernel_matrix,
+    # which refuses their `rng` (tiles would derive keys of their own; tested apart).
+    own = values.get("jit") or values.get("kernel") == "nngp"
+    return not (values.get("route") == "kernel_matrix" and own and values.get("kwargs") == "rng")
 
 
 def pairwise_cases(must: tuple[Case, ...] = ()) -> list[Case]:
@@ -161,8 +171,11 @@ def all_cases() -> Iterator[Case]:
         vmap = DIMENSIONS["vmap_axes"][count % 2]
         x2 = DIMENSIONS["x2"][(count // 2) % 3]
         size = DIMENSIONS["size"][(count // 6) % 2]
+        kwargs = DIMENSIONS["kwargs"][(count // 12) % 4]
         count += 1
-        yield Case(arch, kernel, impl, vmap, jit, x2, size, route)
+        if not allowed({"kernel": kernel, "route": route, "jit": jit, "kwargs": kwargs}):
+            kwargs = "none"
+        yield Case(arch, kernel, impl, vmap, jit, x2, size, route, kwargs)
 
 
 # --- Networks ---------------------------------------------------------------------------------
@@ -255,10 +268,15 @@ def _float64(tree: Any) -> Any:
 
 
 @functools.cache
-def _jacobians_and_outputs(architecture: str, size: str, which: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-example Jacobians (N, O, P) and outputs (N, O) of x1 (`which`=1) or x2, in float64."""
+def _jacobians_and_outputs(
+    architecture: str, size: str, which: int, key: tuple[int, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example Jacobians (N, O, P) and outputs (N, O) of x1 (`which`=1) or x2, in float64; with
+    `key` (a PRNG key's bits), of the inputs shifted by that key's noise (`rng_shift`)."""
     net = network(architecture)
     x = inputs(architecture, size)[which - 1]
+    if key is not None:
+        x = x.astype(np.float64) + rng_shift(np.asarray(key, np.uint32), x.shape[1:])
     previous = jax.config.read("jax_enable_x64")
     jax.config.update("jax_enable_x64", True)
     try:
@@ -278,10 +296,21 @@ def _jacobians_and_outputs(architecture: str, size: str, which: int) -> tuple[np
         jax.config.update("jax_enable_x64", previous)
 
 
-def reference_kernel(architecture: str, kernel: str, size: str, x2: str) -> np.ndarray:
-    """The kernel by its definition from float64 per-example Jacobians (module docstring)."""
-    j1, f1 = _jacobians_and_outputs(architecture, size, 1)
-    j2, f2 = (j1, f1) if x2 in ("none", "same") else _jacobians_and_outputs(architecture, size, 2)
+def reference_kernel(
+    architecture: str, kernel: str, size: str, x2: str, keys: tuple[Any, Any] | None = None
+) -> np.ndarray:
+    """The kernel by its definition from float64 per-example Jacobians (module docstring); with
+    `keys`, x1's and x2's: the network of `with_kwargs`'s ``rng`` with those keys."""
+    key1, key2 = (None, None) if keys is None else (tuple(int(k) for k in np.ravel(k)) for k in keys)
+    j1, f1 = _jacobians_and_outputs(architecture, size, 1, key1)
+    if x2 in ("none", "same") and key2 == key1:
+        j2, f2 = j1, f1
+    else:
+        j2, f2 = _jacobians_and_outputs(architecture, size, 1 if x2 in ("none", "same") else 2, key2)
+    return _contract(kernel, j1, f1, j2, f2)
+
+
+def _contract(kernel: str, j1: np.ndarray, f1: np.ndarray, j2: np.ndarray, f2: np.ndarray) -> np.ndarray:
     if kernel == "nngp":
         return f1 @ f2.T / OUTPUTS
     theta = np.einsum("aop,bqp->aboq", j1, j2)
@@ -299,18 +328,105 @@ def reference_kernel(architecture: str, kernel: str, size: str, x2: str) -> np.n
     raise ValueError(f"unknown kernel {kernel!r}")
 
 
+# --- Keyword arguments ------------------------------------------------------------------------
+
+# The network's keyword arguments, one kind per value of the "kwargs" dimension (`with_kwargs`):
+# "static" a Python bool steering Python control flow (traced, it would raise), "rng" a key whose
+# noise shifts every example's input alike (examples stay independent), "pair" NT's 2-tuple, a
+# scale for x1's outputs and one for x2's.
+RNG_KEY = (0, 11)  # jax.random.PRNGKey(11)'s bits
+NOISE = 0.5
+SCALES = (2.0, 0.5)
+
+
+def rng_shift(key: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """The noise the "rng" network adds to each example's input, as float64."""
+    noise = jax.random.normal(jnp.asarray(key, jnp.uint32), shape, jnp.float32)
+    return NOISE * np.asarray(noise, np.float64)
+
+
+def with_kwargs(f: Callable, kind: str) -> Callable:
+    """The network `f(params, x)` taking the keyword argument of `kind` (identical for "none")."""
+    if kind == "none":
+        return f
+    if kind == "static":
+
+        def static(params: Any, x: Any, train: bool = True) -> Any:
+            return 2 * f(params, x) if train else f(params, x)  # `if` on a tracer would raise
+
+        return static
+    if kind == "rng":
+
+        def noisy(params: Any, x: Any, rng: Any) -> Any:
+            return f(params, x + NOISE * jax.random.normal(rng, x.shape[1:], x.dtype)[None])
+
+        return noisy
+    if kind == "pair":
+        return lambda params, x, scale: scale * f(params, x)
+    raise ValueError(f"unknown kwargs {kind!r}")
+
+
+def call_kwargs(kind: str) -> dict[str, Any]:
+    """The keyword arguments a case of `kind` passes to the kernel function."""
+    return {
+        "none": {},
+        "static": {"train": False},
+        "rng": {"rng": jnp.asarray(RNG_KEY, jnp.uint32)},
+        "pair": {"scale": SCALES},
+    }[kind]
+
+
+def expected_kernel(case: Case) -> np.ndarray:
+    """The reference kernel of the case, keyword arguments as NT's convention gives them.
+
+    ``rng``: x1 gets the key, x2 ``fold_in(key, 1)`` unless x2 is None or equal
+    to x1. ``nt.batch`` derives its own keys: ``split(key)`` into a row and a
+    column key, each split into one key per batch, and every block splits its
+    pair as above (a block whose inputs are equal shares the row key). A pair
+    ``(s1, s2)`` scales the kernel by s1·s2, by s1² for ``x2=None`` (NT uses
+    x1's side twice) except in ``nt.batch``, which computes x2=None as x2=x1.
+    """
+    arch, kernel, size, x2 = case.architecture, case.kernel, case.size, case.x2
+    if case.kwargs == "pair":
+        s1, s2 = SCALES
+        factor = s1 * s1 if x2 == "none" and case.route != "nt.batch" else s1 * s2
+        return factor * reference_kernel(arch, kernel, size, x2)
+    if case.kwargs != "rng":
+        return reference_kernel(arch, kernel, size, x2)
+    key = jnp.asarray(RNG_KEY, jnp.uint32)
+    if case.route != "nt.batch":
+        key2 = key if x2 in ("none", "same") else jax.random.fold_in(key, 1)
+        return reference_kernel(arch, kernel, size, x2, (key, key2))
+    n1, n2 = SIZES[size]
+    n2 = n1 if x2 in ("none", "same") else n2
+    b = BATCH[size]
+    row_key, col_key = jax.random.split(key)
+    rows, cols = jax.random.split(row_key, n1 // b), jax.random.split(col_key, n2 // b)
+    blocks = [
+        [
+            reference_kernel(
+                arch, kernel, size, x2, (rows[i], rows[i] if x2 != "other" and i == j else cols[j])
+            )[i * b : (i + 1) * b, j * b : (j + 1) * b]
+            for j in range(n2 // b)
+        ]
+        for i in range(n1 // b)
+    ]
+    return np.block(blocks) if kernel != "entk" else np.concatenate([np.concatenate(r, 1) for r in blocks], 0)
+
+
 # --- The routes -------------------------------------------------------------------------------
 
 
 def kernel_function(case: Case) -> Callable:
-    """``fn(x1, x2, params)`` of the library for the case's kernel, implementation and vmap_axes."""
-    f = network(case.architecture).apply_fn
+    """``fn(x1, x2, params, **kwargs)`` of the library for the case's kernel, implementation,
+    vmap_axes and keyword arguments."""
+    f = with_kwargs(network(case.architecture).apply_fn, case.kwargs)
     axes = dict(vmap_axes=case.vmap_axes, implementation=case.implementation)
     if case.kernel == "pntk":
         return nt_pntk.empirical_pntk_fn(f, **axes)
     if case.kernel == "nngp":
         kernel_fn = nt_pntk.empirical_kernel_fn(f, **axes)
-        return lambda x1, x2, params: kernel_fn(x1, x2, "nngp", params)
+        return lambda x1, x2, params, **kwargs: kernel_fn(x1, x2, "nngp", params, **kwargs)
     options = {"single_logit": {"logit": LOGIT}, "projection": {"m": PROJECTIONS, "seed": PROJECTION_SEED}}
     return approximations.approximation_fn(case.kernel, f, **axes, **options.get(case.kernel, {}))
 
@@ -318,18 +434,20 @@ def kernel_function(case: Case) -> Callable:
 def run_case(case: Case, tmp_path: Any = None) -> np.ndarray:
     """The kernel computed the case's way, as a NumPy array."""
     fn = kernel_function(case)
+    kwargs = call_kwargs(case.kwargs)
     if case.jit:
-        fn = jax.jit(fn)
+        # As a user would: a Python value that steers the network is a static argument.
+        fn = jax.jit(fn, static_argnames=[k for k, v in kwargs.items() if isinstance(v, bool)])
     params = network(case.architecture).params
     x1, x2_other = inputs(case.architecture, case.size)
     x2 = {"none": None, "same": x1, "other": x2_other}[case.x2]
     if case.route == "direct":
-        return np.asarray(fn(x1, x2, params))
+        return np.asarray(fn(x1, x2, params, **kwargs))
     if case.route == "nt.batch":
-        return np.asarray(nt.batch(fn, BATCH[case.size])(x1, x2, params))
+        return np.asarray(nt.batch(fn, BATCH[case.size])(x1, x2, params, **kwargs))
     if case.route == "kernel_matrix":
         return np.asarray(
-            nt_pntk.kernel_matrix(fn, x1, x2, params, tile_size=TILE[case.size], progress=False)
+            nt_pntk.kernel_matrix(fn, x1, x2, params, tile_size=TILE[case.size], progress=False, **kwargs)
         )
     raise ValueError(f"unknown route {case.route!r}")
 

@@ -14,10 +14,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from differential import (
+    BATCH,
     DIMENSIONS,
     RTOL,
+    TILE,
     Case,
     all_cases,
+    expected_kernel,
     inputs,
     kernel_function,
     network,
@@ -28,6 +31,9 @@ from differential import (
 )
 
 import nt_pntk
+
+# isort: split
+import neural_tangents as nt
 
 # Wrong before the fixes of issue #9: jaxlib 0.10.2 miscompiled the pNTK's readout under jit
 # (STRUCTURED_DERIVATIVES, 64 or more examples); JAX 0.10's `slice` broke STRUCTURED_DERIVATIVES
@@ -42,7 +48,7 @@ SWEEP = [case for case in all_cases() if case not in set(PAIRWISE)]
 
 
 def _check(case: Case) -> None:
-    expected = reference_kernel(case.architecture, case.kernel, case.size, case.x2)
+    expected = expected_kernel(case)
     got = run_case(case)
     error = relative_error(got, expected)
     assert error < RTOL, f"{case.id}: relative error {error:.3g}"
@@ -123,3 +129,30 @@ def test_kernel_matrix_refuses_the_full_entk():
     x1, _ = inputs("mlp", "small")
     with pytest.raises(ValueError, match=r"must give an \(N1, N2\) kernel; got the full eNTK"):
         nt_pntk.kernel_matrix(fn, x1, None, network("mlp").params, progress=False)
+
+
+@pytest.mark.parametrize("route", DIMENSIONS["route"])
+def test_non_finite_network_outputs(route):
+    """Inputs that overflow float32 in the network: ``fn`` gives non-finite entries in their rows
+    and columns and the reference's values elsewhere; kernel_matrix says which rows, and keeps the
+    same kernel when asked to."""
+    case = Case("mlp", "pntk", 1, 0, False, "none", "small", route)
+    x1, _ = inputs("mlp", "small")
+    x1 = x1.copy()
+    x1[2] = 3e38
+    params, fn = network("mlp").params, kernel_function(case)
+    good = np.r_[0:2, 3 : len(x1)]
+    expected = reference_kernel("mlp", "pntk", "small", "none")[np.ix_(good, good)]
+    if route == "kernel_matrix":
+        with pytest.raises(nt_pntk.tiled.NonFiniteKernelError, match=r"for inputs x1 rows 2 \("):
+            nt_pntk.kernel_matrix(fn, x1, None, params, tile_size=TILE["small"], progress=False)
+        k = nt_pntk.kernel_matrix(
+            fn, x1, None, params, tile_size=TILE["small"], progress=False, allow_non_finite=True
+        )
+    elif route == "nt.batch":
+        k = nt.batch(fn, BATCH["small"])(x1, None, params)
+    else:
+        k = fn(x1, None, params)
+    k = np.asarray(k)
+    assert not np.isfinite(k[2]).any() and not np.isfinite(k[:, 2]).any()
+    assert relative_error(k[np.ix_(good, good)], expected) < RTOL

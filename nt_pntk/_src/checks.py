@@ -36,6 +36,19 @@ def integer(name: str, value: Any) -> int:
     return operator.index(value)
 
 
+def boolean(name: str, value: Any) -> bool:
+    """`value` as a bool: True, False or a NumPy bool; a `TypeError` for anything else (0, "no", None)."""
+    if not isinstance(value, (bool, _numpy_bool())):
+        raise TypeError(f"`{name}` must be True or False; got {value!r} of type {type(value).__name__}.")
+    return bool(value)
+
+
+def _numpy_bool() -> type:
+    import numpy as np  # not at import time (see the module docstring)
+
+    return np.bool_
+
+
 def positive_int(name: str, value: Any) -> int:
     """An int >= 1."""
     return _int_at_least(name, value, 1)

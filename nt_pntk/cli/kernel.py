@@ -106,6 +106,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tile-size", type=int, default=None, help="tile side (default: chosen from the budget)"
     )
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    out.add_argument(
+        "--allow-non-finite",
+        action="store_true",
+        help="keep NaN or inf kernel entries (default: such a tile is an error naming its inputs, exit 1)",
+    )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the parameters and the data (default: 0)"
     )
@@ -167,7 +172,10 @@ def run(args: argparse.Namespace) -> int:
             memory_budget=args.memory_budget,
             tile_size=args.tile_size,
             progress=not args.no_progress,
+            allow_non_finite=args.allow_non_finite,
         )
+    except tiled.NonFiniteKernelError as e:  # a failure of the network on these inputs (exit 1)
+        raise tiled.NonFiniteKernelError(str(e).replace("allow_non_finite=True", "--allow-non-finite")) from e
     except ValueError as e:
         # A bad --memory-budget or --tile-size, or an --output holding another kernel.
         raise UsageError(str(e)) from e

@@ -37,7 +37,7 @@ import neural_tangents as nt
 import numpy as np
 
 from nt_pntk._src import checks
-from nt_pntk._src.kernels import features
+from nt_pntk._src.kernels import features, keyword_args
 
 PyTree = Any
 Axes = int | tuple[int, ...]
@@ -135,24 +135,41 @@ class EmpiricalKernelFn:
         self.vmap_axes = vmap_axes
         self.implementation = implementation
         self._wrapped = approximation.wrap(f, trace_axes, diagonal_axes)
-        self._ntk_fn = nt.empirical_ntk_fn(
+        self._ntk_fn = keyword_args.NTKernel(
+            functools.partial(
+                _nt_ntk_fn,
+                trace_axes=self._wrapped.trace_axes,
+                diagonal_axes=diagonal_axes,
+                implementation=implementation,
+            ),
             self._wrapped.g,
-            trace_axes=self._wrapped.trace_axes,
-            diagonal_axes=diagonal_axes,
-            vmap_axes=vmap_axes,
-            implementation=implementation,
+            vmap_axes,
         )
         self.in_axes = vmap_axes[0] if isinstance(vmap_axes, tuple) and len(vmap_axes) == 3 else vmap_axes
-        functools.update_wrapper(self, f, assigned=("__module__", "__name__", "__qualname__"), updated=())
+        # Not `functools.update_wrapper`: its `__wrapped__` would give this function f's signature
+        # (`inspect.signature` follows it), and `jax.jit(fn, static_argnames=...)` would then map
+        # names to f's positions.
+        for name in ("__module__", "__name__", "__qualname__"):
+            if hasattr(f, name):
+                setattr(self, name, getattr(f, name))
         self.__doc__ = f"The {approximation!r} kernel of {getattr(f, '__qualname__', f)!r}."
 
     def __call__(self, x1: PyTree, x2: PyTree | None, params: PyTree, **apply_fn_kwargs) -> PyTree:
+        """The kernel; the keyword arguments split between x1 and x2 as NT does (see `keyword_args`)."""
+        kwargs1, kwargs2 = keyword_args.split(apply_fn_kwargs, x1, x2)
+        return self.call_split(x1, x2, params, kwargs1, kwargs2)
+
+    def call_split(
+        self, x1: PyTree, x2: PyTree | None, params: PyTree, kwargs1: dict[str, Any], kwargs2: dict[str, Any]
+    ) -> PyTree:
+        """The kernel with x1's and x2's keyword arguments given (already split, e.g. for a tile of
+        rows of x1 and columns of x2: they are those of the whole x1 and x2)."""
         checks.has_parameters(params)
         if checks.matching_inputs(x1, x2, self.in_axes):
             # Batches of different sizes: the axes that pair x1's and x2's outputs must agree.
             paired = self._wrapped.trace_axes
-            check_output_sizes(self.f, x1, x2, params, apply_fn_kwargs, paired, self.diagonal_axes)
-        return self._ntk_fn(x1, x2, params, **apply_fn_kwargs)
+            check_output_sizes(self.f, x1, x2, params, (kwargs1, kwargs2), paired, self.diagonal_axes)
+        return self._ntk_fn(x1, x2, params, kwargs1, kwargs2)
 
     def features_fn(self, *, structured: bool = False) -> Callable[..., list]:
         """Per-example Gram features ``F(x, params, **kw)``: ``fn(x1, x2) = Σ_l F_l(x1) F_l(x2)ᵀ``.
@@ -198,6 +215,10 @@ class EmpiricalKernelFn:
             f"trace_axes={self.trace_axes}, vmap_axes={self.vmap_axes!r}, "
             f"implementation={self.implementation.name})"
         )
+
+
+def _nt_ntk_fn(g: Callable, vmap_axes: Any, **options: Any) -> Callable:
+    return nt.empirical_ntk_fn(g, vmap_axes=vmap_axes, **options)
 
 
 # --- The approximations ------------------------------------------------------------------------
@@ -398,7 +419,7 @@ def check_output_sizes(
     x1: PyTree,
     x2: PyTree,
     params: PyTree,
-    apply_fn_kwargs: dict[str, Any],
+    apply_fn_kwargs: tuple[dict[str, Any], dict[str, Any]],
     paired_axes: tuple[int, ...],
     diagonal_axes: tuple[int, ...],
 ) -> None:
@@ -410,10 +431,8 @@ def check_output_sizes(
     in the summed or traced axes the kernel would pair batches of different
     sizes into a meaningless number. It traces `f` twice more (shapes only).
     """
-    # The kwargs as NT splits them (a pair goes one to x1, one to x2); only shapes matter here.
-    kwargs1, kwargs2 = {}, {}
-    for k, v in apply_fn_kwargs.items():
-        kwargs1[k], kwargs2[k] = v if isinstance(v, tuple) and len(v) == 2 else (v, v)
+    # Each side's keyword arguments (`keyword_args.split`); closed over, so static values stay static.
+    kwargs1, kwargs2 = apply_fn_kwargs
     fx1 = jax.eval_shape(lambda p, x: f(p, x, **kwargs1), params, x1)
     fx2 = jax.eval_shape(lambda p, x: f(p, x, **kwargs2), params, x2)
     checks.matching_output_axes(fx1, fx2, paired_axes, diagonal_axes)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import neural_tangents as nt
 
 from nt_pntk._src import checks
-from nt_pntk._src.kernels import approximations
+from nt_pntk._src.kernels import approximations, keyword_args
 
 PyTree = Any
 Axes = int | tuple[int, ...]
@@ -95,7 +95,10 @@ def empirical_pntk_fn(
       `nt_pntk.approximations.EmpiricalKernelFn` (``PNTK().kernel_fn(f, ...)``).
       ``x2=None`` means ``x2 = x1``. For an ``(N, O)`` output and the default ``trace_axes`` it
       returns an ``(N1, N2)`` array; in general the shape of
-      ``nt.empirical_ntk_fn`` with the same arguments.
+      ``nt.empirical_ntk_fn`` with the same arguments. Keyword arguments are
+      split between x1 and x2 as NT splits them (``rng``, 2-tuples); those
+      whose values hold no array (``train=False``) reach ``f`` untraced (see
+      `nt_pntk._src.kernels.keyword_args`).
 
     Raises:
       ValueError: an unknown ``implementation``; ``trace_axes`` or
@@ -175,12 +178,13 @@ def empirical_kernel_fn(
     pntk_fn = approximations.PNTK().kernel_fn(f, **axes, vmap_axes=vmap_axes, implementation=implementation)
     ntk_fn = approximations.Trace().kernel_fn(f, **axes, vmap_axes=vmap_axes, implementation=implementation)
     # NT's NNGP, with the axes checked against the output as the other two do.
-    nngp_fn = nt.empirical_nngp_fn(
+    checked = dict(trace_axes=pntk_fn.trace_axes, diagonal_axes=pntk_fn.diagonal_axes)
+    nngp_fn = keyword_args.NTKernel(
+        lambda g, _: nt.empirical_nngp_fn(g, **checked),
         approximations.Trace().wrap(f, pntk_fn.trace_axes, pntk_fn.diagonal_axes).g,
-        trace_axes=pntk_fn.trace_axes,
-        diagonal_axes=pntk_fn.diagonal_axes,
+        None,
     )
-    kernel_fns = {"nngp": nngp_fn, "ntk": ntk_fn, "pntk": pntk_fn}
+    kernel_fns = {"nngp": nngp_fn, "ntk": ntk_fn.call_split, "pntk": pntk_fn.call_split}
 
     def kernel_fn(
         x1: PyTree,
@@ -190,11 +194,13 @@ def empirical_kernel_fn(
         **apply_fn_kwargs,
     ) -> PyTree:
         names = checks.kernel_names(get, KERNEL_NAMES)
+        # Split once as NT does (see `keyword_args`): every kernel sees the same two sides.
+        sides = keyword_args.split(apply_fn_kwargs, x1, x2)
         if names == ("nngp",) and checks.matching_inputs(x1, x2, pntk_fn.in_axes):
             approximations.check_output_sizes(
-                f, x1, x2, params, apply_fn_kwargs, pntk_fn.trace_axes, pntk_fn.diagonal_axes
+                f, x1, x2, params, sides, pntk_fn.trace_axes, pntk_fn.diagonal_axes
             )
-        values = [kernel_fns[name](x1, x2, params, **apply_fn_kwargs) for name in names]
+        values = [kernel_fns[name](x1, x2, params, *sides) for name in names]
         if isinstance(get, str):
             return values[0]
         return _empirical_kernel_tuple(names)(*values)

@@ -34,6 +34,8 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from nt_pntk._src import measure
+from nt_pntk._src.kernels import keyword_args
+from nt_pntk._src.kernels.features import NotAGramKernel
 from nt_pntk._src.tiled import planning, sharding
 
 # Rows of the probe block: the features' shapes and the cost per row and per entry are taken there.
@@ -88,15 +90,27 @@ class FeaturePrograms:
 
     mode = "features"
 
-    def __init__(self, features: Callable, kwargs: dict, lanes: sharding.Lanes, route: str = "rows"):
+    def __init__(
+        self,
+        features: Callable,
+        kwargs1: dict,
+        kwargs2: dict,
+        lanes: sharding.Lanes,
+        route: str = "rows",
+    ):
         self.lanes = lanes
         self.route = route
         self.calls: collections.Counter = collections.Counter()  # programs run, by name
         self._traced: dict = {}
         self._costs: dict = {}
+        # x1's and x2's keyword arguments: static values closed over (never traced), arrays an argument
+        # of the one features program, x1's for row blocks and x2's for column blocks.
+        bound = keyword_args.bind(kwargs1, kwargs2)
+        self.kwargs_rows, self.kwargs_cols = bound.dynamic1, bound.dynamic2
+        self._sides_differ = struct(bound.dynamic1) != struct(bound.dynamic2)
 
-        def jac_body(params: PyTree, x: PyTree) -> list[jax.Array]:
-            return list(features(x, params, **kwargs))
+        def jac_body(params: PyTree, x: PyTree, kwargs: dict) -> list[jax.Array]:
+            return list(features(x, params, **bound.static, **kwargs))
 
         self.jac_body = jac_body
         # One jit object for the single-device probes: lowering it again at a shape reuses its trace.
@@ -104,9 +118,9 @@ class FeaturePrograms:
         spec = P(sharding.AXIS)
         self.jac = jax.jit(
             sharding.shard_map(
-                lambda p, x: _expand(jac_body(p, _squeeze(x))),
+                lambda p, x, kw: _expand(jac_body(p, _squeeze(x), kw)),
                 mesh=lanes.mesh,
-                in_specs=(P(), spec),
+                in_specs=(P(), spec, P()),
                 out_specs=spec,
                 check_vma=False,
             )
@@ -124,9 +138,14 @@ class FeaturePrograms:
     def _probe_features(self, params: PyTree, x: PyTree) -> Any:
         """The features of a probe block, as shapes (traced once per params and input shapes, by the
         jit object whose lowering at the probe size reuses the trace: a trace can take a second)."""
+        if self._sides_differ:
+            # One program computes both sides' features; other shapes would need a second one.
+            raise NotAGramKernel("x1's and x2's keyword arguments differ in shape or dtype")
         key = (_shapes_key(params), _shapes_key(x))
         if key not in self._traced:
-            self._traced[key] = jax.eval_shape(self.jac_single, struct(params), block_struct(x, PROBE_ROWS))
+            self._traced[key] = jax.eval_shape(
+                self.jac_single, struct(params), block_struct(x, PROBE_ROWS), struct(self.kwargs_rows)
+            )
         return self._traced[key]
 
     def has_factors(self, params: PyTree, x: PyTree) -> bool:
@@ -163,7 +182,7 @@ class FeaturePrograms:
         if key not in self._traced:
             blocks = self.block_structs(params, x, t)
             self._traced[key] = (
-                self.jac_single.lower(struct(params), block_struct(x, t)),
+                self.jac_single.lower(struct(params), block_struct(x, t), struct(self.kwargs_rows)),
                 jax.jit(gram).lower(blocks, blocks),
             )
         return self._traced[key]
@@ -211,7 +230,7 @@ class FeaturePrograms:
             lambda a: jax.ShapeDtypeStruct((d, t, *a.shape[1:]), a.dtype, sharding=lanes.sharded), x
         )
         blocks = self.block_structs(params, x, t, devices=d)
-        jac = self.jac.lower(params_s, x_s).compile()
+        jac = self.jac.lower(params_s, x_s, _placed(struct(self.kwargs_rows), lanes.replicated)).compile()
         gram_ = self.gram.lower(blocks, blocks).compile()
         self.run_jac, self.run_gram = jac, gram_
         self.compiled = {"features": jac, "gram": gram_}
@@ -259,13 +278,15 @@ class DirectPrograms:
 
     mode = "direct"
 
-    def __init__(self, fn: Callable, kwargs: dict, lanes: sharding.Lanes, route: str = "direct"):
+    def __init__(self, tile: Callable, lanes: sharding.Lanes, route: str = "direct"):
+        """`tile`: ``tile(x_rows, x_cols, params)``, the kernel function with the call's keyword
+        arguments (`routes.tile_function`)."""
         self.lanes = lanes
         self.route = route
         self.calls: collections.Counter = collections.Counter()  # programs run, by name
 
         def body(params: PyTree, xr: PyTree, xc: PyTree) -> jax.Array:
-            return fn(xr, xc, params, **kwargs)
+            return tile(xr, xc, params)
 
         self.body = body
         spec = P(sharding.AXIS)
@@ -354,13 +375,16 @@ def run_features(
     pending = _Pending(lanes, emit)
     to_free: list[Any] = []  # column blocks of the previous stripe
 
-    def jacobians(x: PyTree, ids: Sequence[int | None]) -> list[Any]:
+    kwargs_rows = jax.device_put(programs.kwargs_rows, lanes.replicated)
+    kwargs_cols = kwargs_rows if plan.symmetric else jax.device_put(programs.kwargs_cols, lanes.replicated)
+
+    def jacobians(x: PyTree, ids: Sequence[int | None], kwargs: dict) -> list[Any]:
         """One Jacobian block per device (None: a dummy input, result discarded)."""
         real = next(i for i in ids if i is not None)
         stacked = lanes.put_stack([block(x, real if i is None else i, t) for i in ids])
         free()
         programs.calls["features"] += 1
-        return lanes.split(programs.run_jac(params, stacked))
+        return lanes.split(programs.run_jac(params, stacked, kwargs))
 
     def free() -> None:
         pending.drain()
@@ -379,7 +403,7 @@ def run_features(
         for start in range(0, len(row_ids), d):
             chunk = row_ids[start : start + d]
             ids = chunk + [None] * (d - len(chunk))
-            blocks = jacobians(x1, ids)
+            blocks = jacobians(x1, ids, kwargs_rows)
             for lane, i in enumerate(ids):
                 if i is None:
                     sharding.delete(blocks[lane])
@@ -390,7 +414,7 @@ def run_features(
             stripe = cols[start : start + d]
             need = [j if not (plan.symmetric and j in row_jac) else None for j in stripe]
             need += [None] * (d - len(need))
-            computed = jacobians(cols_x, need) if any(j is not None for j in need) else None
+            computed = jacobians(cols_x, need, kwargs_cols) if any(j is not None for j in need) else None
             col_jac = []
             for lane in range(d):
                 if need[lane] is not None:

@@ -53,6 +53,7 @@ import numpy as np
 
 from nt_pntk._src import checks as _checks
 from nt_pntk._src import measure
+from nt_pntk._src.kernels import keyword_args
 from nt_pntk._src.kernels.approximations import EmpiricalKernelFn, FullENTK
 from nt_pntk._src.kernels.features import describe
 from nt_pntk._src.tiled import compute, planning, probe, routes, sharding, storage
@@ -77,6 +78,7 @@ def kernel_matrix(
     tile_size: int | None = None,
     progress: bool = True,
     stats: bool = False,
+    allow_non_finite: bool = False,
     out: Any = None,
     **apply_fn_kwargs,
 ) -> Any:
@@ -139,9 +141,19 @@ def kernel_matrix(
       stats: also return a `KernelMatrixStats`: the route taken and why (with
         AUTO's estimates), the plan, the programs' calls, XLA's FLOPs and bytes
         of what ran, and the tile loop's wall time.
+      allow_non_finite: keep kernel entries that are NaN or inf. By default a
+        tile holding one is a `NonFiniteKernelError` naming its rows, before
+        anything of it is written or recorded: the network's outputs or
+        gradients are not finite there (e.g. inputs that overflow float32).
       out: deprecated name of ``output``.
-      **apply_fn_kwargs: passed to ``fn`` unchanged for every tile (they are
-        not split along the batch).
+      **apply_fn_kwargs: the network's keyword arguments, as ``fn`` takes them:
+        split between x1 and x2 as NT does (``rng``: x2 gets
+        ``fold_in(rng, 1)`` unless x2 equals x1; a 2-tuple: one value for x1,
+        one for x2), once for the whole x1 and x2, and every tile gets those
+        (see `nt_pntk._src.kernels.keyword_args`). Values that hold no array
+        (``train=False``) reach the network untraced. ``rng`` needs an
+        `EmpiricalKernelFn` (another ``fn`` would derive keys tile by tile: a
+        `ValueError`); arguments batched by ``vmap_axes`` are a `ValueError`.
 
     Returns:
       The kernel: a ``np.ndarray`` (``output=None``), a read-only ``np.memmap``
@@ -159,6 +171,8 @@ def kernel_matrix(
         message names the first bad row) or parameters; ``fn`` not returning an
         ``(n1, n2)`` array; ``x1`` and ``x2`` of different kinds; a
         ``vmap_axes`` of ``fn``'s features out of range.
+      NonFiniteKernelError: (a `ValueError`) a tile with NaN or inf entries,
+        unless ``allow_non_finite``; nothing of it was written or recorded.
       RuntimeError: a run that ends with tiles missing from the record (the
         kernel is not returned; running again computes them).
       TypeError: arguments of the wrong type.
@@ -177,11 +191,12 @@ def kernel_matrix(
     """
     output = _checks.renamed("kernel_matrix", "out", out, "output", output)
     job = _prepare(fn, x1, x2, params, output, memory_budget, tile_size, apply_fn_kwargs)
+    job.allow_non_finite = _checks.boolean("allow_non_finite", allow_non_finite)
     if job.path is None:
         result = _run(job, None, progress)
     else:
         # What `fn` computes identifies the kernel on disk (its name does not): a few entries of it.
-        fresh = probe.compute(fn, apply_fn_kwargs, params, job.x1, job.x2, job.n1, job.n2, job.symmetric)
+        fresh = probe.compute(fn, job.sides, params, job.x1, job.x2, job.n1, job.n2, job.symmetric)
         job.expected["function"] = {"name": _fn_name(fn), "jaxpr_blake2b": fresh.jaxpr}
         # One run at a time per output; the processes of one distributed run share it (process 0 locks).
         lock = storage.OutputLock(job.path, _announcer(progress)) if jax.process_index() == 0 else None
@@ -208,8 +223,10 @@ class _Job:
     programs: Any
     choice: routes.Choice
     expected: dict
+    sides: routes.Sides
     plan: planning.Plan | None = None
     run_seconds: float = 0.0
+    allow_non_finite: bool = False
 
     def statistics(self) -> KernelMatrixStats:
         flops = moved = 0.0
@@ -339,10 +356,11 @@ def _prepare(
             "the tiles, so pass output='<shared path>.zarr' (or .npy on a file system all processes share)."
         )
 
+    sides = _sides(fn, apply_fn_kwargs, x1h, None if symmetric else x2h)
     lanes = sharding.Lanes()
     entries = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
     rows = n1 if symmetric else n1 + n2
-    programs, dtype, choice = _programs(fn, apply_fn_kwargs, lanes, params, x1h, x2h, entries, rows)
+    programs, dtype, choice = _programs(fn, sides, lanes, params, x1h, x2h, entries, rows)
     _log.info("kernel_matrix %s", choice.describe())
     fingerprint = {
         "x1": storage.tree_digest(x1h),
@@ -352,9 +370,33 @@ def _prepare(
     }
     expected = {"shape": [n1, n2], "dtype": dtype.name, "symmetric": symmetric, "fingerprint": fingerprint}
     expected["route"] = programs.route  # information: a resumed run may take another route
-    return _Job(
-        fn, params, x1h, x2h, n1, n2, symmetric, path, budget, tile_size, lanes, programs, choice, expected
-    )
+    job = (fn, params, x1h, x2h, n1, n2, symmetric, path, budget, tile_size, lanes, programs, choice)
+    return _Job(*job, expected, sides)
+
+
+def _sides(fn: Callable, kwargs: dict, x1: PyTree, x2: PyTree | None) -> routes.Sides:
+    """The keyword arguments of x1 and x2, split once from the whole inputs as NT does (see
+    `keyword_args`); every tile, feature block and probe entry gets these."""
+    if not isinstance(fn, EmpiricalKernelFn) and keyword_args.RNG in kwargs:
+        raise ValueError(
+            f"kernel_matrix cannot tile `fn`={describe(fn)} with `rng`: an NT-style kernel function derives "
+            "x2's key from whether x2 equals x1, which differs from tile to tile. Pass an nt_pntk kernel "
+            "function (e.g. nt_pntk.empirical_pntk_fn(f) or nt_pntk.approximations.Trace().kernel_fn(f)), "
+            "whose tiles get the keys of the whole x1 and x2, or call fn(x1, x2, params, rng=key) itself."
+        )
+    if isinstance(fn, EmpiricalKernelFn):
+        batched = keyword_args.batched(fn.vmap_axes, kwargs)
+        if batched:
+            raise ValueError(
+                f"kernel_matrix cannot tile keyword arguments batched by `vmap_axes`={fn.vmap_axes!r} "
+                f"({', '.join(f'`{k}`' for k in batched)}): it takes rows of x1 and x2 only. Make them part "
+                "of the inputs (e.g. x = {'x': x, '"
+                + batched[0]
+                + "': values}, a PyTree of examples along axis 0) or call fn(x1, x2, params, ...) itself."
+            )
+    kwargs1, kwargs2 = keyword_args.split(kwargs, x1, x2)
+    keyword_args.bind(kwargs1, kwargs2)  # a TypeError now for values no network can take untraced
+    return routes.Sides(dict(kwargs), kwargs1, kwargs2)
 
 
 def _announcer(progress: bool) -> Callable[[str], None]:
@@ -413,7 +455,9 @@ def _run(job: _Job, fresh: probe.Probe | None, progress: bool) -> Any:
     my_tiles = [t for t in all_tiles if t[0] in my_rows]
     good = _verified(output, record, plan, set(my_tiles)) if record is not None else set()
     todo = [t for t in my_tiles if t not in good]
-    check = probe.TileCheck(fresh, plan.tile, symmetric, plan.mode, lanes.platform) if fresh else None
+    checks = [] if job.allow_non_finite else [_FiniteCheck(plan, x1h, x2h)]
+    if fresh:
+        checks.append(probe.TileCheck(fresh, plan.tile, symmetric, plan.mode, lanes.platform))
 
     from tqdm.auto import tqdm
 
@@ -425,7 +469,7 @@ def _run(job: _Job, fresh: probe.Probe | None, progress: bool) -> Any:
         disable=not progress,
         smoothing=0.1,
     )
-    writer = _Writer(output, record, plan, bar, check, programs.route)
+    writer = _Writer(output, record, plan, bar, checks, programs.route)
     start = time.perf_counter()
     try:
         if programs.mode == "features":
@@ -509,7 +553,7 @@ def _fn_name(fn: Callable) -> str:
 
 def _programs(
     fn: Callable,
-    kwargs: dict,
+    kwargs: routes.Sides,
     lanes: sharding.Lanes,
     params: PyTree,
     x1: PyTree,
@@ -686,6 +730,64 @@ def _extent(plan: planning.Plan, i: int, j: int) -> tuple[tuple[int, int], tuple
     return (i * t, min((i + 1) * t, plan.n1)), (j * t, min((j + 1) * t, plan.n2))
 
 
+class NonFiniteKernelError(ValueError):
+    """`kernel_matrix` computed NaN or inf kernel entries (and was not asked to keep them)."""
+
+
+@dataclasses.dataclass
+class _FiniteCheck:
+    """Raises `NonFiniteKernelError` for a tile with a NaN or inf entry, naming its rows."""
+
+    plan: planning.Plan
+    x1: PyTree
+    x2: PyTree
+
+    def __call__(self, i: int, j: int, tile: np.ndarray) -> None:
+        bad = ~np.isfinite(tile)
+        if not bad.any():
+            return
+        (r0, _), (c0, _) = _extent(self.plan, i, j)
+        # An input whose features are not finite spoils its whole row (or column) of the tile: those
+        # are the likely causes; without such a row or column, the inputs of every bad entry.
+        rows, cols = np.flatnonzero(bad.all(axis=1)), np.flatnonzero(bad.all(axis=0))
+        if not len(rows) and not len(cols):
+            rows, cols = np.flatnonzero(bad.any(axis=1)), np.flatnonzero(bad.any(axis=0))
+        rows, cols = rows + r0, cols + c0
+        r, c = (int(a[0]) for a in np.nonzero(bad))
+        if self.plan.symmetric:
+            named = {"x1": np.union1d(rows, cols)}
+            inputs = {"x1": self.x1}
+        else:
+            named = {name: ids for name, ids in (("x1", rows), ("x2", cols)) if len(ids)}
+            inputs = {"x1": self.x1, "x2": self.x2}
+        where = " and ".join(f"{name} rows {_spans(ids)}" for name, ids in named.items())
+        largest = max(_largest(inputs[name], ids) for name, ids in named.items())
+        raise NonFiniteKernelError(
+            f"kernel_matrix computed {int(bad.sum())} non-finite entries (NaN or inf) in tile ({i}, {j}), "
+            f"e.g. K[{r0 + r}, {c0 + c}] = {tile[r, c]}: the network's outputs or gradients are not finite "
+            f"for inputs {where} (the largest |input| there is {largest:.3g}: an overflow, or a NaN inside "
+            "the network). Nothing of this tile was written or recorded. Rescale or remove those inputs or "
+            "fix the network, or pass allow_non_finite=True to keep non-finite entries."
+        )
+
+
+def _largest(x: PyTree, rows: np.ndarray) -> float:
+    values = [np.abs(leaf[rows].astype(np.float64)).max(initial=0.0) for leaf in jax.tree_util.tree_leaves(x)]
+    return float(max(values, default=0.0))
+
+
+def _spans(indices: np.ndarray, most: int = 3) -> str:
+    """Sorted indices as ranges: ``0..3, 7`` (the first `most` ranges, then how many more)."""
+    spans: list[list[int]] = []
+    for k in (int(v) for v in indices):
+        if spans and k == spans[-1][1] + 1:
+            spans[-1][1] = k
+        else:
+            spans.append([k, k])
+    text = ", ".join(f"{a}..{b}" if b > a else f"{a}" for a, b in spans[:most])
+    return text + (f" and {len(spans) - most} more ranges" if len(spans) > most else "")
+
+
 @dataclasses.dataclass
 class _Writer:
     """Writes tiles, then records them, in a background thread (overlapping the next tile's compute)."""
@@ -694,7 +796,8 @@ class _Writer:
     record: storage.Record | None
     plan: planning.Plan
     bar: Any
-    check: Callable[[int, int, np.ndarray], None] | None = None  # raises for a tile disagreeing with fn
+    # Each raises for a tile that must not be recorded (non-finite, or disagreeing with fn).
+    checks: list[Callable[[int, int, np.ndarray], None]] = dataclasses.field(default_factory=list)
     route: str | None = None  # recorded in each tile's marker
 
     def __post_init__(self):
@@ -707,10 +810,11 @@ class _Writer:
     def put(self, i: int, j: int, tile: np.ndarray) -> None:
         if self.error is not None:
             raise self.error
-        if self.check is not None:
-            self.check(i, j, tile)  # before the tile is written or recorded
         (r0, r1), (c0, c1) = _extent(self.plan, i, j)
-        self.queue.put((i, j, np.ascontiguousarray(tile[: r1 - r0, : c1 - c0])))
+        tile = tile[: r1 - r0, : c1 - c0]  # without the padding
+        for check in self.checks:  # before the tile is written or recorded
+            check(i, j, tile)
+        self.queue.put((i, j, np.ascontiguousarray(tile)))
 
     def _run(self) -> None:
         while True:

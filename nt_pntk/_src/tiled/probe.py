@@ -72,23 +72,28 @@ class Probe:
 
 
 def compute(
-    fn: Callable, kwargs: dict, params: PyTree, x1: PyTree, x2: PyTree, n1: int, n2: int, symmetric: bool
+    fn: Callable, sides: Any, params: PyTree, x1: PyTree, x2: PyTree, n1: int, n2: int, symmetric: bool
 ) -> Probe:
     """The probe of ``fn`` on host inputs `x1` and `x2` (`x2` ignored when `symmetric`).
 
     One pair of examples per call (one compiled program, up to 16 runs): it
     needs no more memory than the smallest tile, and no entry depends on a batch.
+    `sides` (`routes.Sides`): the keyword arguments of the whole x1 and x2,
+    which each pair gets (as every tile does).
     """
+    from nt_pntk._src.tiled import routes
+
     rows, cols = indices(n1), indices(n2)
     try:
         hash(fn)
-        cacheable = not kwargs
+        cacheable = not sides.given
     except TypeError:
         cacheable = False
     if cacheable:
         jitted, prefix = _kernel_jit, (fn, params)
     else:
-        jitted, prefix = jax.jit(lambda p, a, b: fn(a, b, p, **kwargs)), (params,)
+        tile = routes.tile_function(fn, sides)
+        jitted, prefix = jax.jit(lambda p, a, b: tile(a, b, p)), (params,)
 
     def example(x: PyTree, i: int) -> PyTree:
         return jax.tree_util.tree_map(lambda a: a[i : i + 1], x)

@@ -77,19 +77,45 @@ def _implementation(fn: EmpiricalKernelFn) -> int:
     return int(fn.implementation.value)
 
 
-def programs_for(route: str, fn: Callable, kwargs: dict, lanes: sharding.Lanes) -> Any:
+@dataclasses.dataclass(frozen=True)
+class Sides:
+    """A call's keyword arguments: as given, and x1's and x2's, split once from the whole inputs
+    (`keyword_args.split`; x2's are x1's for a symmetric kernel)."""
+
+    given: dict[str, Any]
+    kwargs1: dict[str, Any]
+    kwargs2: dict[str, Any]
+
+
+def tile_function(fn: Callable, sides: Sides) -> Callable[[PyTree, PyTree, PyTree], Any]:
+    """``tile(x_rows, x_cols, params)``: ``fn`` on rows of x1 and columns of x2 (or x1), with the
+    keyword arguments of the whole x1 and x2 (a tile must not split them anew: NT derives x2's
+    ``rng`` from whether x2 equals x1, which differs tile by tile)."""
+    if isinstance(fn, EmpiricalKernelFn):
+        return lambda xr, xc, params: fn.call_split(xr, xc, params, sides.kwargs1, sides.kwargs2)
+    # A function of its own follows NT's convention (`kernel_matrix` refuses its `rng`): each pair as
+    # (x1's, x2's), which in a symmetric kernel are both x1's.
+    kwargs = {
+        k: (sides.kwargs1[k], sides.kwargs2[k]) if isinstance(v, tuple) and len(v) == 2 else v
+        for k, v in sides.given.items()
+    }
+    return lambda xr, xc, params: fn(xr, xc, params, **kwargs)
+
+
+def programs_for(route: str, fn: Callable, sides: Sides, lanes: sharding.Lanes) -> Any:
     """The per-device programs of a route (``rows``, ``structured``, ``direct``, ``direct(k)``)."""
     if route in ("rows", "structured"):
-        return compute.FeaturePrograms(fn.features_fn(structured=route == "structured"), kwargs, lanes, route)
+        features = fn.features_fn(structured=route == "structured")
+        return compute.FeaturePrograms(features, sides.kwargs1, sides.kwargs2, lanes, route)
     if route.startswith("direct(") and isinstance(fn, EmpiricalKernelFn):
         k = int(route[len("direct(") : -1])
         fn = fn if _implementation(fn) == k else fn.with_implementation(k)
-    return compute.DirectPrograms(fn, kwargs, lanes, route)
+    return compute.DirectPrograms(tile_function(fn, sides), lanes, route)
 
 
 def choose(
     fn: Callable,
-    kwargs: dict,
+    kwargs: Sides,
     lanes: sharding.Lanes,
     params: PyTree,
     x1: PyTree,

@@ -64,6 +64,9 @@ def tree_digest(tree: Any) -> str:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     h.update(str(treedef).encode())
     for leaf in leaves:
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            h.update(str(leaf.dtype).encode())  # a typed PRNG key: its implementation, then its bits
+            leaf = jax.random.key_data(leaf)
         if isinstance(leaf, (np.ndarray, jax.Array, np.generic)):
             a = np.ascontiguousarray(np.asarray(leaf))
             h.update(f"{a.dtype.str}{a.shape}".encode())
