@@ -135,13 +135,7 @@ class EmpiricalKernelFn:
         self.vmap_axes = vmap_axes
         self.implementation = implementation
         self._wrapped = approximation.wrap(f, trace_axes, diagonal_axes)
-        self._ntk_fn = nt.empirical_ntk_fn(
-            self._wrapped.g,
-            trace_axes=self._wrapped.trace_axes,
-            diagonal_axes=diagonal_axes,
-            vmap_axes=vmap_axes,
-            implementation=implementation,
-        )
+        self._ntk_fn = self._nt_fn(self._wrapped.g)
         self.in_axes = vmap_axes[0] if isinstance(vmap_axes, tuple) and len(vmap_axes) == 3 else vmap_axes
         functools.update_wrapper(self, f, assigned=("__module__", "__name__", "__qualname__"), updated=())
         self.__doc__ = f"The {approximation!r} kernel of {getattr(f, '__qualname__', f)!r}."
@@ -151,7 +145,32 @@ class EmpiricalKernelFn:
             # Batches of different sizes: the axes that pair x1's and x2's outputs must agree.
             paired = self._wrapped.trace_axes
             check_output_sizes(self.f, x1, x2, params, apply_fn_kwargs, paired, self.diagonal_axes)
-        return self._ntk_fn(x1, x2, params, **apply_fn_kwargs)
+        ntk_fn = self._ntk_fn
+        if not features.all_differentiable(params):
+            # Integer leaves held constant (no share of the kernel) and Python scalars as arrays, for
+            # every implementation: NT's Jacobian ones fail on integers, and two of them on scalars.
+            params, rebuild = features.differentiable(params)
+            g = self._wrapped.g
+            ntk_fn = self._nt_fn(lambda p, x, **kwargs: g(rebuild(p), x, **kwargs))
+        try:
+            return ntk_fn(x1, x2, params, **apply_fn_kwargs)
+        except TypeError as e:
+            if "requires real-valued outputs" not in str(e):
+                raise
+            raise TypeError(
+                f"the network's output is complex, which implementation={self.implementation.name} "
+                "(a Jacobian, `jax.jacrev`) cannot differentiate; pass implementation="
+                "NTK_VECTOR_PRODUCTS (2) or STRUCTURED_DERIVATIVES (3), which can."
+            ) from e
+
+    def _nt_fn(self, g: Callable) -> Callable:
+        return nt.empirical_ntk_fn(
+            g,
+            trace_axes=self._wrapped.trace_axes,
+            diagonal_axes=self.diagonal_axes,
+            vmap_axes=self.vmap_axes,
+            implementation=self.implementation,
+        )
 
     def features_fn(self, *, structured: bool = False) -> Callable[..., list]:
         """Per-example Gram features ``F(x, params, **kw)``: ``fn(x1, x2) = Σ_l F_l(x1) F_l(x2)ᵀ``.

@@ -33,6 +33,40 @@ class NotAGramKernel(ValueError):
     """The kernel of this output is not Σ_l F_l(x1) F_l(x2)ᵀ for per-example features F."""
 
 
+def differentiable(params: PyTree) -> tuple[list, Callable[[list], PyTree]]:
+    """``(leaves, rebuild)``: the floating and complex leaves of `params`, and ``rebuild(leaves)``, the
+    parameters with those leaves replaced and every other leaf (ints, bools, keys) held constant.
+
+    Integer leaves have no gradient: NT's NTK_VECTOR_PRODUCTS and STRUCTURED_DERIVATIVES give them
+    no share of the kernel, while its Jacobian implementations fail on them; differentiating every
+    route with respect to these leaves only gives all of them NT's kernel. Python scalars become
+    (weakly typed) arrays, as ``jax.jit`` would make them.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    leaves = [as_array(leaf) for leaf in leaves]
+    keep = [jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) for leaf in leaves]
+
+    def rebuild(values: list) -> PyTree:
+        it = iter(values)
+        return treedef.unflatten([next(it) if k else leaf for leaf, k in zip(leaves, keep, strict=True)])
+
+    return [leaf for leaf, k in zip(leaves, keep, strict=True) if k], rebuild
+
+
+def as_array(leaf: Any) -> Any:
+    """A Python scalar as a weakly typed JAX array (as ``jax.jit`` passes it); anything else as is."""
+    return jnp.asarray(leaf) if isinstance(leaf, (bool, int, float, complex)) else leaf
+
+
+def all_differentiable(params: PyTree) -> bool:
+    """Whether every leaf of `params` is a floating or complex array (`differentiable` changes nothing)."""
+    return all(
+        not isinstance(leaf, (bool, int, float, complex))
+        and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+        for leaf in jax.tree_util.tree_leaves(params)
+    )
+
+
 def gram_features_fn(
     g: Callable,
     trace_axes: tuple[int, ...],
@@ -67,9 +101,19 @@ def gram_features_fn(
 
     def features(x: PyTree, params: PyTree, **apply_fn_kwargs) -> list[jax.Array]:
         _check_input_axes(vmap_axes, x)
-        gx = jax.eval_shape(lambda p, x_: g(p, x_, **apply_fn_kwargs), params, x)
+        leaves, rebuild = differentiable(params)
+
+        def h(p: list, x_: PyTree, **kwargs) -> Any:
+            return g(rebuild(p), x_, **kwargs)
+
+        gx = jax.eval_shape(lambda p, x_: h(p, x_, **apply_fn_kwargs), leaves, x)
         if not isinstance(gx, jax.ShapeDtypeStruct):
             raise NotAGramKernel("the network's output is a PyTree; its kernel is a PyTree of kernels")
+        if jnp.issubdtype(gx.dtype, jnp.complexfloating) or any(
+            jnp.issubdtype(leaf.dtype, jnp.complexfloating) for leaf in leaves
+        ):
+            # Real Gram features only; the kernel function itself handles complex networks.
+            raise NotAGramKernel("the network is complex (its output or parameters)")
         ndim = len(gx.shape)
         out_axis = _batch_output_axis(vmap_axes, ndim)
         traced, diagonal = checks.normalize_output_axes(trace_axes, diagonal_axes, ndim)
@@ -82,19 +126,19 @@ def gram_features_fn(
         if structured:
             from nt_pntk._src.kernels.structured import structured_features
 
-            return structured_features(g, params, x, apply_fn_kwargs, count, gx.dtype)
+            return structured_features(h, leaves, x, apply_fn_kwargs, count, gx.dtype)
         scale = jnp.asarray(1.0 / math.sqrt(count), gx.dtype)
 
         def one_example(x_i: PyTree) -> list[jax.Array]:
             x_b = jax.tree_util.tree_map(lambda leaf: jnp.expand_dims(leaf, 0), x_i)
 
-            def output(p: PyTree) -> jax.Array:
-                return g(p, x_b, **apply_fn_kwargs)
+            def output(p: list) -> jax.Array:
+                return h(p, x_b, **apply_fn_kwargs)
 
             if count == 1:  # one row: a gradient is cheaper than a Jacobian
-                grads = jax.grad(lambda p: jnp.sum(output(p)))(params)
+                grads = jax.grad(lambda p: jnp.sum(output(p)))(leaves)
                 return [leaf.reshape(-1) for leaf in jax.tree_util.tree_leaves(grads)]
-            jac = jax.jacrev(output)(params)
+            jac = jax.jacrev(output)(leaves)
             return [leaf.reshape(-1) * scale.astype(leaf.dtype) for leaf in jax.tree_util.tree_leaves(jac)]
 
         return jax.vmap(one_example)(x)
