@@ -8,10 +8,11 @@ NT's NTK of a network g whose every output axis but the batch axis is traced
 so F(x) = [J_1(x), ..., J_R(x)] / √R, R rows of P numbers (P parameters) per
 example: one row (∂g/∂θ) for the pNTK's summed logits, O for NT's trace, m for
 m random projections. `kernel_matrix` computes F once per input instead of once
-per tile. F comes as a list of ``(B, R·size_l)`` arrays, one per parameter leaf
-(not concatenated, to save a copy). Where the kernel is not such a Gram matrix
-(an output axis kept in it, or a PyTree output), `NotAGramKernel` is raised and
-`kernel_matrix` tiles the kernel function itself.
+per tile. F comes as a list of ``(B, R·size_l)`` arrays, one per floating
+parameter leaf (not concatenated, to save a copy; integer leaves have no
+gradient and no share, as in NT). Where the kernel is not such a Gram matrix
+(an output axis kept in it, a PyTree output, or a complex network),
+`NotAGramKernel` is raised and `kernel_matrix` tiles the kernel function itself.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def gram_features_fn(
         `nt_pntk._src.kernels.structured`) instead of their Jacobian rows.
 
     Returns:
-      ``features(x, params, **apply_fn_kwargs)`` returning one entry per parameter
+      ``features(x, params, **apply_fn_kwargs)`` returning one entry per floating parameter
       leaf: a ``(B, R·size_l)`` array of Jacobian rows, or (``structured``) a pair
       ``(A, D)`` whose share of the kernel is ``(A Aᵀ) ⊙ (D Dᵀ)``.
     """

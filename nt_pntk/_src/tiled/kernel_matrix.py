@@ -163,7 +163,8 @@ def kernel_matrix(
         ``vmap_axes`` of ``fn``'s features out of range.
       RuntimeError: a run that ends with tiles missing from the record (the
         kernel is not returned; running again computes them).
-      TypeError: arguments of the wrong type.
+      TypeError: arguments of the wrong type; ``x2`` of another dtype than ``x1``;
+        inputs ``fn`` itself refuses (the message names their dtypes).
 
     Example:
       >>> import jax, nt_pntk
@@ -529,6 +530,11 @@ def _check_finite_params(params: PyTree) -> None:
             )
 
 
+def _dtypes(tree: PyTree) -> str:
+    names = sorted({str(jnp.result_type(leaf)) for leaf in jax.tree_util.tree_leaves(tree)})
+    return "/".join(names) or "none"
+
+
 def _fn_name(fn: Callable) -> str:
     if isinstance(fn, EmpiricalKernelFn):
         return " ".join(f"{k}={v}" for k, v in fn.describe().items())
@@ -546,11 +552,19 @@ def _programs(
     rows: int,
 ) -> tuple[Any, np.dtype, routes.Choice]:
     """The programs of the route `fn` takes (see `routes`), the kernel's dtype, and the choice."""
-    programs, choice = routes.choose(fn, kwargs, lanes, params, x1, entries, rows)
-    if programs.mode == "features":
-        _, dtype = programs.out_struct(params, x1)
-        return programs, dtype, choice
-    result = programs.out_struct(params, x1, x2)
+    try:
+        programs, choice = routes.choose(fn, kwargs, lanes, params, x1, entries, rows)
+        if programs.mode == "features":
+            _, dtype = programs.out_struct(params, x1)
+            return programs, dtype, choice
+        result = programs.out_struct(params, x1, x2)
+    except TypeError as e:
+        # The network refuses these inputs (e.g. stax's convolutions take only their weights' dtype).
+        raise TypeError(
+            f"`fn` fails on `x1` of dtype {_dtypes(x1)} with `params` of dtype {_dtypes(params)}: {e} "
+            "kernel_matrix takes the inputs `fn` takes: pass x1 (and x2) in a dtype the network accepts, "
+            "e.g. x1.astype(np.float32)."
+        ) from e
     if not isinstance(result, jax.ShapeDtypeStruct) or tuple(result.shape) != (2, 3):
         shape = getattr(result, "shape", None) or jax.tree_util.tree_map(lambda a: a.shape, result)
         raise ValueError(
