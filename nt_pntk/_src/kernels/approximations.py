@@ -135,16 +135,7 @@ class EmpiricalKernelFn:
         self.vmap_axes = vmap_axes
         self.implementation = implementation
         self._wrapped = approximation.wrap(f, trace_axes, diagonal_axes)
-        self._ntk_fn = keyword_args.NTKernel(
-            functools.partial(
-                _nt_ntk_fn,
-                trace_axes=self._wrapped.trace_axes,
-                diagonal_axes=diagonal_axes,
-                implementation=implementation,
-            ),
-            self._wrapped.g,
-            vmap_axes,
-        )
+        self._ntk_fn = self._nt_kernel(self._wrapped.g)
         self.in_axes = vmap_axes[0] if isinstance(vmap_axes, tuple) and len(vmap_axes) == 3 else vmap_axes
         # Not `functools.update_wrapper`: its `__wrapped__` would give this function f's signature
         # (`inspect.signature` follows it), and `jax.jit(fn, static_argnames=...)` would then map
@@ -169,7 +160,33 @@ class EmpiricalKernelFn:
             # Batches of different sizes: the axes that pair x1's and x2's outputs must agree.
             paired = self._wrapped.trace_axes
             check_output_sizes(self.f, x1, x2, params, (kwargs1, kwargs2), paired, self.diagonal_axes)
-        return self._ntk_fn(x1, x2, params, kwargs1, kwargs2)
+        ntk_fn = self._ntk_fn
+        if not features.all_differentiable(params):
+            # Integer leaves held constant (no share of the kernel) and Python scalars as arrays, for
+            # every implementation: NT's Jacobian ones fail on integers, and two of them on scalars.
+            params, rebuild = features.differentiable(params)
+            g = self._wrapped.g
+            ntk_fn = self._nt_kernel(lambda p, x, **kwargs: g(rebuild(p), x, **kwargs))
+        try:
+            return ntk_fn(x1, x2, params, kwargs1, kwargs2)
+        except TypeError as e:
+            if "requires real-valued outputs" not in str(e):
+                raise
+            raise TypeError(
+                f"the network's output is complex, which implementation={self.implementation.name} "
+                "(a Jacobian, `jax.jacrev`) cannot differentiate; pass implementation="
+                "NTK_VECTOR_PRODUCTS (2) or STRUCTURED_DERIVATIVES (3), which can."
+            ) from e
+
+    def _nt_kernel(self, g: Callable) -> keyword_args.NTKernel:
+        """NT's kernel function of the wrapped network g, called with each side's keyword arguments."""
+        make = functools.partial(
+            _nt_ntk_fn,
+            trace_axes=self._wrapped.trace_axes,
+            diagonal_axes=self.diagonal_axes,
+            implementation=self.implementation,
+        )
+        return keyword_args.NTKernel(make, g, self.vmap_axes)
 
     def features_fn(self, *, structured: bool = False) -> Callable[..., list]:
         """Per-example Gram features ``F(x, params, **kw)``: ``fn(x1, x2) = Σ_l F_l(x1) F_l(x2)ᵀ``.
