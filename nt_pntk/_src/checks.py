@@ -13,6 +13,7 @@ its arguments before it loads them).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import re
@@ -37,6 +38,17 @@ class UsageError(ValueError):
 
 class UsageTypeError(UsageError, TypeError):
     """A `UsageError` for a value of the wrong type: a `TypeError` too."""
+
+
+@contextlib.contextmanager
+def computed_values() -> Any:
+    """Inside it, the package is called on values it computed (a network's kernels), not on the
+    caller's arguments: a refusal there (NaN entries, say) is a failure, so its `UsageError` becomes
+    a plain `ValueError` with the same message (exit code 1 on the command line, not 2)."""
+    try:
+        yield
+    except UsageError as e:
+        raise ValueError(str(e)) from e
 
 
 _MISSING = object()

@@ -289,15 +289,11 @@ def compare(setup: Setup, *, rss: bool = False) -> list[dict[str, Any]]:
     for name, options in setup.specs:
         result = measure_kernel(setup, name, options, apply_fn, params, x_all)
         k = result.pop("value")
-        try:
+        with checks.computed_values():  # a kernel refused (NaN entries) is a failure, not a usage error
             f = regression.predict(k[:n, :n], targets, k[n:, :n], ridge=setup.ridge)
             if reference is None:  # the eNTK
                 reference = dict(entk=k, f=f, spectrum=spectra.spectrum(k[:n, :n]))
             errors = spectra.spectral_errors(reference["spectrum"], k[:n, :n], top_k=setup.top_k)
-        except (
-            checks.UsageError
-        ) as e:  # a computed kernel refused (NaN entries): a failure, not a usage error
-            raise ValueError(str(e)) from e
         rows.append(
             dict(
                 approximation=label(name, options),
