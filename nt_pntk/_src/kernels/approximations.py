@@ -317,7 +317,7 @@ class SingleLogit(Approximation):
             (a,), _ = checks.normalize_output_axes((axis,), diagonal_axes, fx.ndim)
             size = fx.shape[a]
             if not -size <= logit < size:
-                raise ValueError(
+                raise checks.UsageError(
                     f"`logit` must index the logit axis {axis} of size O={size} (the network output has "
                     f"shape {tuple(fx.shape)}): use 0 <= logit < {size} (or -{size} <= logit < 0); "
                     f"got logit={logit}."
@@ -423,7 +423,7 @@ def _directions(m: int, outputs: int, seed: int) -> np.ndarray:
 
 def _single_axis(name: str, trace_axes: tuple[int, ...]) -> int:
     if len(trace_axes) != 1:
-        raise ValueError(
+        raise checks.UsageError(
             f"`trace_axes` must name exactly one output axis, the logit axis, for the {name!r} "
             f"approximation; got {trace_axes!r}. Use trace_axes=(-1,) for an (N, O) output, or "
             "'pntk' or 'trace', which take several axes."
@@ -518,12 +518,12 @@ def approximation(name: ApproximationName, **options: int) -> Approximation:
       TypeError: a ``name`` that is not a string; an option that ``name`` does not take.
     """
     if not isinstance(name, str):
-        raise TypeError(
+        raise checks.UsageTypeError(
             f"`name` must be one of {APPROXIMATION_NAMES}; got {name!r} of type {type(name).__name__}."
         )
     cls = APPROXIMATIONS.get(name)
     if cls is None:
-        raise ValueError(f"`name` must be one of {APPROXIMATION_NAMES}; got {name!r}.")
+        raise checks.UsageError(f"`name` must be one of {APPROXIMATION_NAMES}; got {name!r}.")
     takes = [field.name for field in dataclasses.fields(cls)]
     unknown = sorted(set(options) - set(takes))
     if unknown:
@@ -531,7 +531,9 @@ def approximation(name: ApproximationName, **options: int) -> Approximation:
             f"{n}: {[fld.name for fld in dataclasses.fields(c)] or 'none'}" for n, c in APPROXIMATIONS.items()
         )
         said = f"takes only {takes}" if takes else "takes no options"
-        raise TypeError(f"approximation {name!r} {said}; got {unknown}. The options are: {choices}.")
+        raise checks.UsageTypeError(
+            f"approximation {name!r} {said}; got {unknown}. The options are: {choices}."
+        )
     return cls(**options)
 
 

@@ -156,7 +156,7 @@ def _split_vmap_axes(vmap_axes: Any) -> tuple[Any, Any, Any]:
 def _check_range(vmap_axes: Any, axis: int, ndim: int, what: str) -> None:
     # NT takes axes modulo the rank, so an axis 5 of a rank-2 output would silently mean axis 1.
     if not -ndim <= axis < ndim:
-        raise ValueError(
+        raise checks.UsageError(
             f"`vmap_axes`={vmap_axes!r} puts the batch axis of {what} of rank {ndim} at {axis}, out of "
             f"range; use an axis in [{-ndim}, {ndim}) (e.g. vmap_axes=0 when examples are along axis 0)."
         )

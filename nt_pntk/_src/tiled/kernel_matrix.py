@@ -329,10 +329,12 @@ def _prepare(
 ) -> _Job:
     """Every check of the arguments, and the route's programs (compiled probes for AUTO)."""
     if not callable(fn):
-        raise TypeError(f"`fn` must be a kernel function fn(x1, x2, params, **kwargs); got {fn!r}.")
+        raise _checks.UsageTypeError(
+            f"`fn` must be a kernel function fn(x1, x2, params, **kwargs); got {fn!r}."
+        )
     if isinstance(fn, EmpiricalKernelFn) and isinstance(fn.approximation, FullENTK):
         # Its trace_axes do not trace anything, so the generic hint below would not help.
-        raise ValueError(
+        raise _checks.UsageError(
             f"`fn` must give an (N1, N2) kernel; got the full eNTK {fn!r}, an (N1, N2, O, O) kernel. "
             "kernel_matrix tiles N×N kernels only: pass an N×N approximation's kernel function, "
             "e.g. nt_pntk.approximations.PNTK().kernel_fn(f) (the pNTK), Trace(), SingleLogit(k) or "
@@ -358,7 +360,7 @@ def _prepare(
         tile_size = min(tile_size, max(n1, n2))  # one tile holds the whole kernel: no padding beyond it
     processes = jax.process_count()
     if processes > 1 and path is None:
-        raise ValueError(
+        raise _checks.UsageError(
             f"`output` is None in a run of {processes} processes; each process computes only its share of "
             "the tiles, so pass output='<shared path>.zarr' (or .npy on a file system all processes share)."
         )
@@ -391,7 +393,7 @@ def _sides(fn: Callable, kwargs: dict, x1: PyTree, x2: PyTree | None) -> routes.
     """The keyword arguments of x1 and x2, split once from the whole inputs as NT does (see
     `keyword_args`); every tile, feature block and probe entry gets these."""
     if not isinstance(fn, EmpiricalKernelFn) and keyword_args.RNG in kwargs:
-        raise ValueError(
+        raise _checks.UsageError(
             f"kernel_matrix cannot tile `fn`={describe(fn)} with `rng`: an NT-style kernel function derives "
             "x2's key from whether x2 equals x1, which differs from tile to tile. Pass an nt_pntk kernel "
             "function (e.g. nt_pntk.empirical_pntk_fn(f) or nt_pntk.approximations.Trace().kernel_fn(f)), "
@@ -400,7 +402,7 @@ def _sides(fn: Callable, kwargs: dict, x1: PyTree, x2: PyTree | None) -> routes.
     if isinstance(fn, EmpiricalKernelFn):
         batched = keyword_args.batched(fn.vmap_axes, kwargs)
         if batched:
-            raise ValueError(
+            raise _checks.UsageError(
                 f"kernel_matrix cannot tile keyword arguments batched by `vmap_axes`={fn.vmap_axes!r} "
                 f"({', '.join(f'`{k}`' for k in batched)}): it takes rows of x1 and x2 only. Make them part "
                 "of the inputs (e.g. x = {'x': x, '"
@@ -520,17 +522,19 @@ def _host_inputs(name: str, x: PyTree) -> tuple[PyTree, int]:
     """`x` with NumPy leaves, and its batch size (axis 0 of every leaf)."""
     leaves = jax.tree_util.tree_leaves(x)
     if not leaves:
-        raise ValueError(f"`{name}` has no arrays; pass an array of examples along axis 0.")
+        raise _checks.UsageError(f"`{name}` has no arrays; pass an array of examples along axis 0.")
     x = jax.tree_util.tree_map(np.asarray, x)
     sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree_util.tree_leaves(x)}
     if None in sizes or len(sizes) != 1:
         shapes = [np.shape(leaf) for leaf in jax.tree_util.tree_leaves(x)]
-        raise ValueError(
+        raise _checks.UsageError(
             f"`{name}` must hold examples along axis 0 of every array, in equal numbers; got shapes {shapes}."
         )
     n = sizes.pop()
     if n < 1:
-        raise ValueError(f"`{name}` has no examples (shape {np.shape(leaves[0])}); pass at least one.")
+        raise _checks.UsageError(
+            f"`{name}` has no examples (shape {np.shape(leaves[0])}); pass at least one."
+        )
     return x, n
 
 
@@ -540,7 +544,7 @@ def _check_same_dtypes(x1: PyTree, x2: PyTree) -> None:
     for (path, a), b in zip(paths, jax.tree_util.tree_leaves(x2), strict=True):
         if a.dtype != b.dtype:
             where = f" (leaf {jax.tree_util.keystr(path)})" if path else ""
-            raise TypeError(
+            raise _checks.UsageTypeError(
                 f"`x2` has dtype {b.dtype} where `x1` has {a.dtype}{where}; kernel_matrix computes both "
                 f"with one program per route. Pass both in one dtype, e.g. x2.astype(x1.dtype)."
             )
@@ -554,7 +558,7 @@ def _check_finite_rows(name: str, x: PyTree, n: int) -> None:
             bad |= ~np.isfinite(leaf.reshape(n, -1)).all(axis=1)
     if bad.any():
         first = int(np.argmax(bad))
-        raise ValueError(
+        raise _checks.UsageError(
             f"`{name}` has a non-finite value (NaN or inf) in row {first} (the first bad row; "
             f"{int(bad.sum())} of {n} rows in all). Its kernel entries would be NaN: remove or repair "
             f"those rows, e.g. {name}[np.isfinite({name}).reshape(len({name}), -1).all(axis=1)]."
@@ -565,7 +569,7 @@ def _check_finite_params(params: PyTree) -> None:
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         a = np.asarray(leaf) if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) else None
         if a is not None and not np.isfinite(a).all():
-            raise ValueError(
+            raise _checks.UsageError(
                 f"`params` has non-finite values (NaN or inf) in leaf {jax.tree_util.keystr(path)} of shape "
                 f"{a.shape}; every kernel entry would be NaN. Pass finite parameters."
             )
@@ -601,14 +605,14 @@ def _programs(
         result = programs.out_struct(params, x1, x2)
     except TypeError as e:
         # The network refuses these inputs (e.g. stax's convolutions take only their weights' dtype).
-        raise TypeError(
+        raise _checks.UsageTypeError(
             f"`fn` fails on `x1` of dtype {_dtypes(x1)} with `params` of dtype {_dtypes(params)}: {e} "
             "kernel_matrix takes the inputs `fn` takes: pass x1 (and x2) in a dtype the network accepts, "
             "e.g. x1.astype(np.float32)."
         ) from e
     if not isinstance(result, jax.ShapeDtypeStruct) or tuple(result.shape) != (2, 3):
         shape = getattr(result, "shape", None) or jax.tree_util.tree_map(lambda a: a.shape, result)
-        raise ValueError(
+        raise _checks.UsageError(
             "`fn` must return an (n1, n2) array, one kernel entry per pair of examples; for batches of 2 "
             f"and 3 examples it returned {shape}. kernel_matrix tiles 2-D kernels only: trace the "
             "network's output axes (e.g. trace_axes=(-1,)) or pass a function that selects one kernel."
@@ -683,33 +687,33 @@ def _existing(
     start_over = f"Pass another `output`, or delete {str(path)!r} and {str(record.dir)!r} to start over."
     if meta is None:
         if path.exists():
-            raise ValueError(
+            raise _checks.UsageError(
                 f"`output`={str(path)!r} already exists and was not written by kernel_matrix (it has no tile "
                 f"record {str(record.dir)!r}); nothing was overwritten. Delete it or choose another path."
             )
         return None
     problems = storage.describe_mismatch(meta, expected)
     if problems:
-        raise ValueError(
+        raise _checks.UsageError(
             f"`output`={str(path)!r} holds another kernel than these arguments give: "
             + "; ".join(problems)
             + f". Nothing was overwritten. {start_over}"
         )
     changed = probe.mismatch(probe.Probe.from_json(meta["probe"]), fresh, precision)
     if changed:
-        raise ValueError(
+        raise _checks.UsageError(
             f"`output`={str(path)!r} holds another kernel than these arguments give: {changed}. "
             f"Nothing was overwritten. {start_over}"
         )
     if tile_size is not None and tile_size != meta["tile_size"]:
-        raise ValueError(
+        raise _checks.UsageError(
             f"`output`={str(path)!r} was started with tile_size={meta['tile_size']}, not {tile_size}; "
             f"pass tile_size={meta['tile_size']} (or None) to resume it, or another `output`."
         )
     if path.exists():
         header = storage.output_class(path).header(path)
         if header != (tuple(expected["shape"]), np.dtype(expected["dtype"])):
-            raise ValueError(
+            raise _checks.UsageError(
                 f"`output`={str(path)!r} does not hold the {tuple(expected['shape'])} {expected['dtype']} "
                 f"array its tile record describes (found {header}); nothing was overwritten. Delete it and "
                 f"{str(record.dir)!r} to start over."

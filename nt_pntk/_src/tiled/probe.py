@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nt_pntk._src import checks
+
 PyTree = Any
 PROBE_SIZE = 4  # rows of x1 and of x2 (at most): 16 entries
 
@@ -110,7 +112,7 @@ def compute(
                 entry = jitted(*prefix, example(x1, r), example(x1 if symmetric else x2, c))
                 shape = getattr(entry, "shape", None)
                 if not isinstance(entry, jax.Array) or tuple(shape) != (1, 1):
-                    raise ValueError(
+                    raise checks.UsageError(
                         "`fn` must return an (n1, n2) array, one kernel entry per pair of examples; for "
                         "batches of 1 and 1 examples it returned "
                         f"{shape if shape is not None else jax.tree_util.tree_map(jnp.shape, entry)}."

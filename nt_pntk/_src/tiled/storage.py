@@ -84,12 +84,12 @@ def check_output_path(output: Any) -> Path | None:
     if output is None:
         return None
     if not isinstance(output, (str, os.PathLike)):
-        raise TypeError(
+        raise _checks.UsageTypeError(
             f"`output` must be None (in memory) or a path ending in .npy or .zarr; got {output!r}."
         )
     path = Path(output)
     if path.suffix not in SUFFIXES:
-        raise ValueError(
+        raise _checks.UsageError(
             f"`output` must end in .npy (a NumPy memmap) or .zarr (a Zarr array); got {str(output)!r}. "
             "Pass output=None to get the kernel in memory."
         )
@@ -113,20 +113,20 @@ class Record:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
-            raise ValueError(
+            raise _checks.UsageError(
                 f"The tile record {str(self.meta_path)!r} of `output`={str(self.out)!r} is unreadable ({e}); "
                 "nothing was overwritten. Delete the output and its .tiles directory to start over."
             ) from e
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             found = meta.get("format") if isinstance(meta, dict) else None
-            raise ValueError(
+            raise _checks.UsageError(
                 f"{str(self.meta_path)!r} is not a record of this version of nt_pntk.kernel_matrix (format "
                 f"{found!r}, expected {FORMAT!r}); nothing was overwritten. Choose another `output`, or "
                 f"delete {str(self.out)!r} and {str(self.dir)!r} to start over."
             )
         problem = _meta_problem(meta)
         if problem:
-            raise ValueError(
+            raise _checks.UsageError(
                 f"The tile record {str(self.meta_path)!r} of `output`={str(self.out)!r} is damaged: "
                 f"{problem}; nothing was overwritten. Delete {str(self.out)!r} and {str(self.dir)!r} "
                 "to start over."
@@ -303,7 +303,9 @@ class NpyOutput:
             shape, fortran, dtype = _read_header(f)
             self.offset = f.tell()
         if fortran:
-            raise ValueError(f"{str(path)!r} is a Fortran-ordered array; kernel_matrix writes C order.")
+            raise _checks.UsageError(
+                f"{str(path)!r} is a Fortran-ordered array; kernel_matrix writes C order."
+            )
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
 
     @staticmethod
