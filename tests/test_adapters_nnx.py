@@ -184,7 +184,7 @@ def test_cli_training_mode(tmp_path, monkeypatch, capsys):
     """
     assert run_cli(tmp_path, monkeypatch, source, np.zeros((3, FEATURES), np.float32)) == 2
     error = capsys.readouterr().err
-    assert ":network() failed with ValueError: module Net is in training mode: " in error
+    assert "network() failed with ValueError: module Net is in training mode: " in error
     assert "Call `module.eval()` first" in error
 
 

@@ -37,6 +37,13 @@ def user_code_error(what: str, error: BaseException) -> UserCodeError:
         where = f" ({frame.filename}, line {frame.lineno})"
     text = error.msg if isinstance(error, SyntaxError) else str(error)  # str() repeats the place
     message = text.strip().splitlines()[0] if text and text.strip() else ""
+    if isinstance(error, UsageError):
+        # nt_pntk refused an argument the user's code passed it (e.g. a module in training mode to
+        # from_nnx): the user's to fix, exit code 2, named by the builtin type it is.
+        kind = "TypeError" if isinstance(error, TypeError) else "ValueError"
+        usage = UserCodeError(f"{what} failed with {kind}: {message}{where}")
+        usage.exit_code = UsageError.exit_code
+        return usage
     return UserCodeError(f"{what} failed with {type(error).__name__}: {message}{where}")
 
 

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
+from nt_pntk._src import checks
+
 PyTree = Any
 
 
@@ -60,9 +62,9 @@ def is_inexact_array(leaf: Any) -> bool:
     return isinstance(leaf, (jax.Array, np.ndarray)) and jnp.issubdtype(leaf.dtype, jnp.inexact)
 
 
-def training_mode_error(where: str, what: str, fix: str) -> ValueError:
+def training_mode_error(where: str, what: str, fix: str) -> checks.UsageError:
     """The error for a model whose outputs couple the examples of a batch (or draw random numbers)."""
-    return ValueError(
+    return checks.UsageError(
         f"{where} is in training mode: {what}. Then an example's outputs depend on the other examples "
         f"of the batch (or on a random draw), and its kernel is not defined. {fix}"
     )

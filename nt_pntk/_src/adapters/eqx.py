@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from nt_pntk._src import checks
 from nt_pntk._src.adapters import common
 
 PyTree = Any
@@ -71,11 +72,11 @@ def from_equinox(module: Any, state: Any = None) -> tuple[Callable, dict[str, An
     import jax
 
     if not isinstance(module, eqx.Module):
-        raise TypeError(
+        raise checks.UsageTypeError(
             f"`module` must be an equinox.Module; got {type(module).__name__}.{common.hint(module)}"
         )
     if state is not None and not isinstance(state, eqx.nn.State):
-        raise TypeError(
+        raise checks.UsageTypeError(
             "`state` must be the eqx.nn.State of eqx.nn.make_with_state, or None; got "
             f"{type(state).__name__}."
         )
@@ -84,7 +85,7 @@ def from_equinox(module: Any, state: Any = None) -> tuple[Callable, dict[str, An
     is_state_index = lambda leaf: isinstance(leaf, eqx.nn.StateIndex)  # noqa: E731
     holds_state = any(map(is_state_index, jax.tree_util.tree_leaves(module, is_leaf=is_state_index)))
     if holds_state and state is None:
-        raise ValueError(
+        raise checks.UsageError(
             f"`module` ({name}) holds state (a BatchNorm or another stateful layer), so it needs `state`: "
             "module, state = eqx.nn.make_with_state(Model)(...), then from_equinox(module, state)."
         )
@@ -92,7 +93,7 @@ def from_equinox(module: Any, state: Any = None) -> tuple[Callable, dict[str, An
     dynamic, static = eqx.partition(module, common.is_inexact_array, is_leaf=is_state_index)
     paths, tree = jax.tree_util.tree_flatten_with_path(dynamic)
     if not paths:
-        raise ValueError(f"`module` ({name}) holds no floating-point array to differentiate.")
+        raise checks.UsageError(f"`module` ({name}) holds no floating-point array to differentiate.")
     names = common.flat_names([path for path, _ in paths])
     params = {n: leaf for n, (_, leaf) in zip(names, paths, strict=True)}
 

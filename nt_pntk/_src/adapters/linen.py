@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from nt_pntk._src import checks
 from nt_pntk._src.adapters import common
 
 PyTree = Any
@@ -63,16 +64,16 @@ def from_linen(module: Any, variables: Mapping[str, PyTree]) -> tuple[Callable, 
     nn = common.require("flax.linen", "flax", "0.8.5", "flax", "nt_pntk.from_linen")
     errors = common.require("flax.errors", "flax", "0.8.5", "flax", "nt_pntk.from_linen")
     if not isinstance(module, nn.Module):
-        raise TypeError(
+        raise checks.UsageTypeError(
             f"`module` must be a flax.linen.Module; got {type(module).__name__}.{common.hint(module)}"
         )
     if not isinstance(variables, Mapping):
-        raise TypeError(
+        raise checks.UsageTypeError(
             f"`variables` must be the mapping of collections that module.init(key, x) returns; got "
             f"{type(variables).__name__}."
         )
     if "params" not in variables:
-        raise ValueError(
+        raise checks.UsageError(
             f"`variables` must hold a 'params' collection, as module.init(key, x) returns it; got the "
             f"collections {sorted(map(str, variables))}. Pass the whole result of module.init, not "
             "variables['params']."

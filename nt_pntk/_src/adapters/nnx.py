@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from nt_pntk._src import checks
 from nt_pntk._src.adapters import common
 
 PyTree = Any
@@ -77,7 +78,7 @@ def from_nnx(module: Any) -> tuple[Callable, dict[str, Any]]:
     import jax
 
     if not isinstance(module, nnx.Module):
-        raise TypeError(
+        raise checks.UsageTypeError(
             f"`module` must be a flax.nnx.Module; got {type(module).__name__}.{common.hint(module)}"
         )
     name = type(module).__qualname__
@@ -90,7 +91,7 @@ def from_nnx(module: Any) -> tuple[Callable, dict[str, Any]]:
     names = common.flat_names([path for path, _ in param_paths], skip=_VALUE_KEYS)
     trainable = [common.is_inexact_array(leaf) for leaf in param_leaves]
     if not any(trainable):
-        raise ValueError(
+        raise checks.UsageError(
             f"`module` ({name}) has no floating-point nnx.Param to differentiate; its parameters: "
             f"{names or 'none'}."
         )
