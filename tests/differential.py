@@ -38,7 +38,7 @@ import nt_pntk
 import neural_tangents as nt
 from neural_tangents import stax
 
-from nt_pntk import approximations
+from nt_pntk._src.kernels import approximations
 from nt_pntk.experiments import models
 
 OUTPUTS = 10  # O: the jaxlib 0.10.2 miscompile (issue #9) shows at O = 10, not at O = 1 or 64

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import math
 import operator
-import warnings
 from collections.abc import Sequence
 from typing import Any
-
-_MISSING = object()
 
 
 def is_int(value: Any) -> bool:
@@ -191,48 +188,6 @@ def one_of(name: str, value: Any, choices: Sequence[Any]) -> Any:
     raise ValueError(f"`{name}` must be one of {list(choices)}; got {value!r}.")
 
 
-def renamed(
-    function: str,
-    old: str,
-    old_value: Any,
-    new: str,
-    new_value: Any,
-    *,
-    default: Any = None,
-    required: bool = False,
-) -> Any:
-    """The value of a keyword argument renamed from `old` to `new` (the old name deprecated).
-
-    Passing `old` warns (`DeprecationWarning` naming `new`); passing both is a
-    `TypeError`. `new_value` is None when not passed.
-    """
-    if old_value is not None:
-        if new_value is not None:
-            raise TypeError(
-                f"{function}() got both `{new}` and its deprecated name `{old}`; pass `{new}` only."
-            )
-        warnings.warn(
-            f"{function}(): `{old}` is deprecated (removed in the next release); use `{new}`.",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        return old_value
-    if new_value is None:
-        if required:
-            raise TypeError(f"{function}() is missing the argument `{new}`.")
-        return default
-    return new_value
-
-
-def deprecated(old: str, new: str, *, stacklevel: int = 3) -> None:
-    """Warns that `old` is deprecated (removed in the next release) in favour of `new`."""
-    warnings.warn(
-        f"{old} is deprecated (removed in the next release); use {new}.",
-        DeprecationWarning,
-        stacklevel=stacklevel,
-    )
-
-
 def implementation(value: Any) -> Any:
     """Returns `value` as an `nt.NtkImplementation`, or raises a clear error."""
     import neural_tangents as nt
@@ -340,14 +295,6 @@ def has_parameters(params: Any) -> None:
             "sum over the network's parameters: pass the parameters the network is applied with "
             "(those its init_fn returns), or a network that has some."
         )
-
-
-def output_axes(fx: Any, trace_axes: tuple[int, ...], diagonal_axes: tuple[int, ...]) -> None:
-    """Checks the axes against every leaf of the output (shapes) `fx`, as `normalize_output_axes`."""
-    import jax
-
-    for leaf in jax.tree_util.tree_leaves(fx):
-        normalize_output_axes(trace_axes, diagonal_axes, len(leaf.shape))
 
 
 def matching_output_axes(

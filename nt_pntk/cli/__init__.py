@@ -153,41 +153,6 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-class _DeprecatedAlias(argparse.Action):
-    """A hidden old name of an option: stores into the new option's `dest` after one line on stderr."""
-
-    def __init__(self, option_strings, dest, *, new: str, **kwargs):
-        self.new = new
-        super().__init__(option_strings, dest, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        warn_deprecated(parser.prog, f"{option_string} is deprecated", f"use {self.new}")
-        setattr(namespace, self.dest, values)
-
-
-def warn_deprecated(prog: str, what: str, fix: str) -> None:
-    """One line on stderr: ``<prog>: warning: <what>; <fix>`` (e.g. an option renamed)."""
-    print(f"{prog}: warning: {what}; {fix}", file=sys.stderr)
-
-
-def add_deprecated_alias(parser: Any, old: str, new: str, **kwargs: Any) -> None:
-    """Adds `old` as a deprecated name of the option `new`, hidden from ``--help``.
-
-    `kwargs` are those of `new` that parse its value (``type``, ``nargs``, ``choices``,
-    ``metavar``); using `old` stores into `new`'s destination and prints one warning
-    line naming `new`. Removed in the release after the renaming.
-    """
-    parser.add_argument(
-        old,
-        dest=new.lstrip("-").replace("-", "_"),
-        action=_DeprecatedAlias,
-        new=new,
-        default=argparse.SUPPRESS,  # the new option's default stands
-        help=argparse.SUPPRESS,
-        **kwargs,
-    )
-
-
 def add_timing_arguments(parser: argparse.ArgumentParser, *, time_budget: float) -> None:
     """``--repeats`` and ``--time-budget``, as every timing subcommand takes them (`measure.time_calls`)."""
     parser.add_argument(

@@ -47,17 +47,15 @@ from typing import Any
 import numpy as np
 
 from nt_pntk._src import checks as _checks
-from nt_pntk._src import measure, numerics
+from nt_pntk._src import deprecations, measure, numerics
 from nt_pntk.cli import (
     UsageError,
-    add_deprecated_alias,
     add_timing_arguments,
     check,
     check_timing_arguments,
     load_user_function,
     save_csv,
     user_code_error,
-    warn_deprecated,
     zoo_model,
 )
 
@@ -95,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"hidden units / channels (default: {ZOO_WIDTHS} for the zoo; not passed to FUNCTION)",
     )
     parser.add_argument("--outputs", type=int, default=10, help="number of outputs O (default: 10)")
-    add_deprecated_alias(parser, "--out", "--outputs", type=int)
+    deprecations.add_option_alias(parser, "compare", "--out", type=int)
     parser.add_argument("--n-train", type=int, default=200, help="training images (default: 200)")
     parser.add_argument("--n-test", type=int, default=100, help="test images (default: 100)")
     parser.add_argument(
@@ -293,7 +291,7 @@ def _outputs_keyword(function: Any, model: str, width: bool = False) -> str:
         if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     }
     name = model.partition(":")[2]
-    if not takes_any and not keywords & {"outputs", "out"}:
+    if not takes_any and not keywords & set(deprecations.keyword_names("compare", "outputs")):
         raise UsageError(
             f"--model {model}: {name}{inspect.signature(function)} must take the number of outputs as "
             "a keyword parameter `outputs` (it is called as FUNCTION(outputs=O), with width=W when "
@@ -304,14 +302,8 @@ def _outputs_keyword(function: Any, model: str, width: bool = False) -> str:
             f"--model {model}: {name}{inspect.signature(function)} takes no `width`, but --width was "
             "given; add a `width` parameter, or leave --width out"
         )
-    if "outputs" not in parameters and "out" in parameters:
-        warn_deprecated(
-            "nt-pntk compare",
-            f"--model {model}: calling FUNCTION(out=O) is deprecated",
-            "name its parameter `outputs`",
-        )
-        return "out"
-    return "outputs"
+    # `outputs`, or a former name (`out`) that FUNCTION takes instead, with a warning line.
+    return deprecations.callback_keyword("compare", "outputs", parameters, f"--model {model}")
 
 
 def _inputs(setup: Setup) -> tuple[Any, ...]:

@@ -39,10 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from nt_pntk._src import checks, measure, numerics
+from nt_pntk._src import checks, deprecations, measure, numerics
 from nt_pntk.cli import (
     UsageError,
-    add_deprecated_alias,
     add_timing_arguments,
     check,
     check_timing_arguments,
@@ -66,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(DEFAULT_OUTPUTS),
         help="numbers of outputs O (default: 10 100)",
     )
-    add_deprecated_alias(parser, "--outs", "--outputs", type=int, nargs="+")
+    deprecations.add_option_alias(parser, "demo", "--outs", type=int, nargs="+")
     parser.add_argument("--width", type=int, default=32, help="CNN channels (default: 32)")
     parser.add_argument(
         "--implementations",
@@ -86,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the data subset and parameters")
     parser.add_argument("--csv", type=Path, default=None, help="also save the measurements as this CSV file")
-    add_deprecated_alias(parser, "--out", "--csv", type=Path)
+    deprecations.add_option_alias(parser, "demo", "--out", type=Path)
 
 
 def run(args: argparse.Namespace) -> int:

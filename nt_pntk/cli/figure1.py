@@ -15,11 +15,10 @@ import argparse
 import functools
 from pathlib import Path
 
-from nt_pntk._src import checks
+from nt_pntk._src import checks, deprecations
 from nt_pntk._src.experiments import figure1 as experiment
 from nt_pntk.cli import (
     UsageError,
-    add_deprecated_alias,
     add_timing_arguments,
     check,
     check_timing_arguments,
@@ -38,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(experiment.DEFAULT_OUTPUTS),
         help="numbers of outputs O (default: 10 200)",
     )
-    add_deprecated_alias(parser, "--outs", "--outputs", type=int, nargs="+")
+    deprecations.add_option_alias(parser, "figure1", "--outs", type=int, nargs="+")
     parser.add_argument(
         "--implementations",
         type=int,
@@ -61,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", type=Path, default=Path("out/figure1"), help="output directory (default: out/figure1)"
     )
-    add_deprecated_alias(parser, "--out", "--output", type=Path)
+    deprecations.add_option_alias(parser, "figure1", "--out", type=Path)
 
 
 def size(args: argparse.Namespace) -> dict[str, int]:

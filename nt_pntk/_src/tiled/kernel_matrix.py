@@ -52,7 +52,7 @@ import jax
 import numpy as np
 
 from nt_pntk._src import checks as _checks
-from nt_pntk._src import measure
+from nt_pntk._src import deprecations, measure
 from nt_pntk._src.kernels import keyword_args
 from nt_pntk._src.kernels.approximations import EmpiricalKernelFn, FullENTK
 from nt_pntk._src.kernels.features import describe
@@ -189,7 +189,7 @@ def kernel_matrix(
       >>> k.shape
       (37, 37)
     """
-    output = _checks.renamed("kernel_matrix", "out", out, "output", output)
+    output = deprecations.renamed("kernel_matrix", "out", out, "output", output)
     job = _prepare(fn, x1, x2, params, output, memory_budget, tile_size, apply_fn_kwargs)
     job.allow_non_finite = _checks.boolean("allow_non_finite", allow_non_finite)
     if job.path is None:
