@@ -51,11 +51,6 @@ def positive_int(name: str, value: Any) -> int:
     return _int_at_least(name, value, 1)
 
 
-def non_negative_int(name: str, value: Any) -> int:
-    """An int >= 0."""
-    return _int_at_least(name, value, 0)
-
-
 def _int_at_least(name: str, value: Any, least: int) -> int:
     value = integer(name, value)
     if value < least:

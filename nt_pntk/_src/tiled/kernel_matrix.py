@@ -22,7 +22,7 @@ tile within a memory budget:
   again with the same output skips the verified tiles and gives a bitwise
   identical result; a tile whose bytes do not match its checksum is recomputed.
   The record identifies the kernel by digests of the inputs and parameters and
-  by a *probe*, a few entries computed by ``fn`` itself (see ``_tiled/probe.py``):
+  by a *probe*, a few entries computed by ``fn`` itself (see `nt_pntk._src.tiled.probe`):
   a changed function (another activation, same name and parameters) is refused;
 * **one run per output**: a run holds an exclusive lock (``<output>.lock``) from
   before it reads the record until it returns; a second run on the same output
