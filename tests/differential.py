@@ -3,11 +3,11 @@
 A *case* fixes one value of each dimension in `DIMENSIONS` (architecture,
 kernel, NT implementation, ``vmap_axes``, eager or ``jax.jit``, what ``x2`` is,
 batch size, the route: called directly, through ``nt.batch`` or through
-``nt_pntk.kernel_matrix``, and the network's keyword arguments: none, a static
-Python bool, an ``rng`` key or NT's 2-tuple). `run_case` computes the kernel that way, in
-float32, and compares it with `expected_kernel`: the per-example Jacobians of
-the network, ``jax.jacrev`` (the gradient of each output) of one example at a
-time, in float64, contracted by hand into each kernel's definition:
+``nt_pntk.kernel_matrix``, the inputs' dtype, and the network's keyword arguments: none, a
+static Python bool, an ``rng`` key or NT's 2-tuple). `run_case` computes the kernel that
+way, with float32 parameters, and compares it with `expected_kernel`: the per-example
+Jacobians of the network, ``jax.jacrev`` (the gradient of each output) of one example at a
+time, in float64 on the same input values, contracted by hand into each kernel's definition:
 
 * ``entk``: Θ_oo'(a, b) = J_o(a)·J_o'(b), the (N1, N2, O, O) eNTK;
 * ``pntk``: (1/O) Σ_{o,o'} Θ_oo';  ``trace``: (1/O) Σ_o Θ_oo;
@@ -21,6 +21,7 @@ one case (the fast run in CI); `all_cases` is the larger sweep (``-m slow``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -53,6 +54,16 @@ TILE = {"small": 4, "large": 80}  # kernel_matrix's tile size: pads the last til
 # products in another order than the float64 reference (eps = 1.2e-7); a wrong kernel is off
 # by 1e-2 or more.
 RTOL = 1e-4
+# Inputs of magnitude 100 to 1000 make the networks' own float32 arithmetic ill-conditioned
+# (attention's softmax of logits ~ x²): fn itself, called directly, is off by up to 5e-3. A route
+# computing in the input's dtype was off by 0.2 to 0.5, or inf (issue 16).
+LARGE_INPUTS_RTOL = 2e-2
+# float64 with float32 parameters, under jax_enable_x64; float32 first: the default of a Case.
+DTYPES = ("float32", "bool", "uint8", "int8", "int16", "int32", "float16", "bfloat16", "float64")
+# stax's convolutions refuse inputs of another dtype than their float32 weights (lax.conv_general_dilated
+# needs equal dtypes): `fn` itself is not defined there, and every route must refuse as it does
+# (`FLOAT32_ONLY`, tested apart). flax's Conv promotes, so flax_linen meets every dtype.
+FLOAT32_ONLY = ("cnn_gap", "cnn_flatten", "cnn_pool", "wide_resnet", "resnet")
 
 DIMENSIONS: dict[str, tuple[Any, ...]] = {
     "architecture": (
@@ -75,6 +86,9 @@ DIMENSIONS: dict[str, tuple[Any, ...]] = {
     "route": ("direct", "nt.batch", "kernel_matrix"),
     # The network's keyword arguments (see `KWARGS` and `with_kwargs`).
     "kwargs": ("none", "static", "rng", "pair"),
+    # The inputs' dtype, at their natural scale (pixels 0-255, int8/int16 over their range): a route
+    # must compute in the dtypes `fn` computes in (issue 16: A·Aᵀ of uint8 pixels wrapped around).
+    "dtype": DTYPES,
 }
 
 
@@ -89,14 +103,16 @@ class Case:
     size: str
     route: str
     kwargs: str = "none"
+    dtype: str = "float32"
 
     @property
     def id(self) -> str:
         jit = "jit" if self.jit else "eager"
         kwargs = "" if self.kwargs == "none" else f"-kw{self.kwargs}"
+        dtype = "" if self.dtype == "float32" else f"-{self.dtype}"
         return (
             f"{self.architecture}-{self.kernel}-impl{self.implementation}-vmap{self.vmap_axes}-{jit}-"
-            f"x2{self.x2}-{self.size}-{self.route}{kwargs}"
+            f"x2{self.x2}-{self.size}-{self.route}{kwargs}{dtype}"
         )
 
 
@@ -109,7 +125,13 @@ def allowed(values: dict[str, Any]) -> bool:
     # A jitted kernel function, and the NNGP's lambda, are functions of their own to kernel_matrix,
     # which refuses their `rng` (tiles would derive keys of their own; tested apart).
     own = values.get("jit") or values.get("kernel") == "nngp"
-    return not (values.get("route") == "kernel_matrix" and own and values.get("kwargs") == "rng")
+    if values.get("route") == "kernel_matrix" and own and values.get("kwargs") == "rng":
+        return False
+    dtype = values.get("dtype", "float32")
+    # `with_kwargs`'s rng noise is drawn in the input's dtype: float32 inputs only.
+    if values.get("kwargs") == "rng" and dtype != "float32":
+        return False
+    return not (values.get("architecture") in FLOAT32_ONLY and dtype != "float32")
 
 
 def pairwise_cases(must: tuple[Case, ...] = ()) -> list[Case]:
@@ -172,10 +194,11 @@ def all_cases() -> Iterator[Case]:
         x2 = DIMENSIONS["x2"][(count // 2) % 3]
         size = DIMENSIONS["size"][(count // 6) % 2]
         kwargs = DIMENSIONS["kwargs"][(count // 12) % 4]
+        dtype = DTYPES[count % len(DTYPES)] if arch not in FLOAT32_ONLY else "float32"
         count += 1
-        if not allowed({"kernel": kernel, "route": route, "jit": jit, "kwargs": kwargs}):
+        if not allowed({"kernel": kernel, "route": route, "jit": jit, "kwargs": kwargs, "dtype": dtype}):
             kwargs = "none"
-        yield Case(arch, kernel, impl, vmap, jit, x2, size, route, kwargs)
+        yield Case(arch, kernel, impl, vmap, jit, x2, size, route, kwargs, dtype)
 
 
 # --- Networks ---------------------------------------------------------------------------------
@@ -249,15 +272,38 @@ def network(architecture: str) -> Network:
 
 
 @functools.cache
-def inputs(architecture: str, size: str) -> tuple[np.ndarray, np.ndarray]:
-    """x1 (N1 examples) and another batch x2 (N2 examples), float32."""
+def inputs(architecture: str, size: str, dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+    """x1 (N1 examples) and another batch x2 (N2 examples) of `dtype` (`DTYPES`): standard normal
+    floats; pixels (0-255) in uint8 and float16; int8 over its range; int16 and int32 in ±1000.
+    Products of uint8, int8 and int16 overflow their dtype and a sum of six float16 ones does, so a
+    route computing in the input's dtype is far off (issue 16)."""
     shape = network(architecture).example_shape
     n1, n2 = SIZES[size]
     rng = np.random.default_rng(7)
-    return (
-        rng.standard_normal((n1, *shape)).astype(np.float32),
-        rng.standard_normal((n2, *shape)).astype(np.float32),
-    )
+
+    def draw(n: int) -> np.ndarray:
+        size_ = (n, *shape)
+        if dtype in ("float32", "float64", "bfloat16"):
+            return rng.standard_normal(size_).astype(jnp.dtype(dtype))
+        if dtype == "bool":
+            return rng.integers(0, 2, size_).astype(bool)
+        if dtype in ("uint8", "float16"):
+            return rng.integers(0, 256, size_).astype(dtype)
+        bound = 128 if dtype == "int8" else 1000
+        return rng.integers(-bound, bound, size_).astype(dtype)
+
+    return draw(n1), draw(n2)
+
+
+@contextlib.contextmanager
+def x64(dtype: str) -> Iterator[None]:
+    """jax_enable_x64 on for float64 inputs (the parameters stay float32), as it was otherwise."""
+    previous = jax.config.read("jax_enable_x64")
+    jax.config.update("jax_enable_x64", previous or dtype == "float64")
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", previous)
 
 
 # --- The reference ----------------------------------------------------------------------------
@@ -269,12 +315,13 @@ def _float64(tree: Any) -> Any:
 
 @functools.cache
 def _jacobians_and_outputs(
-    architecture: str, size: str, which: int, key: tuple[int, ...] | None = None
+    architecture: str, size: str, which: int, key: tuple[int, ...] | None = None, dtype: str = "float32"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-example Jacobians (N, O, P) and outputs (N, O) of x1 (`which`=1) or x2, in float64; with
-    `key` (a PRNG key's bits), of the inputs shifted by that key's noise (`rng_shift`)."""
+    """Per-example Jacobians (N, O, P) and outputs (N, O) of x1 (`which`=1) or x2, in float64 (of the
+    values of the `dtype` inputs); with `key` (a PRNG key's bits), of the inputs shifted by that
+    key's noise (`rng_shift`)."""
     net = network(architecture)
-    x = inputs(architecture, size)[which - 1]
+    x = inputs(architecture, size, dtype)[which - 1]
     if key is not None:
         x = x.astype(np.float64) + rng_shift(np.asarray(key, np.uint32), x.shape[1:])
     previous = jax.config.read("jax_enable_x64")
@@ -285,11 +332,11 @@ def _jacobians_and_outputs(
         def output(theta: jax.Array, example: jax.Array) -> jax.Array:
             return net.apply_fn(unravel(theta), example[None])[0]
 
-        x64 = jnp.asarray(x, jnp.float64)
+        x_64 = jnp.asarray(np.asarray(x, np.float64))
         # One example at a time (lax.map, not vmap): XLA:CPU's batched float64 convolutions of a
         # vmapped jacrev are ~100 times slower (minutes for the large CNN).
-        jac = jax.jit(lambda t, xs: jax.lax.map(lambda e: jax.jacrev(output)(t, e), xs))(flat, x64)
-        out = jax.vmap(output, in_axes=(None, 0))(flat, x64)
+        jac = jax.jit(lambda t, xs: jax.lax.map(lambda e: jax.jacrev(output)(t, e), xs))(flat, x_64)
+        out = jax.vmap(output, in_axes=(None, 0))(flat, x_64)
         assert jac.dtype == jnp.float64
         return np.asarray(jac), np.asarray(out)
     finally:
@@ -297,16 +344,21 @@ def _jacobians_and_outputs(
 
 
 def reference_kernel(
-    architecture: str, kernel: str, size: str, x2: str, keys: tuple[Any, Any] | None = None
+    architecture: str,
+    kernel: str,
+    size: str,
+    x2: str,
+    keys: tuple[Any, Any] | None = None,
+    dtype: str = "float32",
 ) -> np.ndarray:
-    """The kernel by its definition from float64 per-example Jacobians (module docstring); with
-    `keys`, x1's and x2's: the network of `with_kwargs`'s ``rng`` with those keys."""
+    """The kernel by its definition from float64 per-example Jacobians (module docstring) of the
+    `dtype` inputs; with `keys`, x1's and x2's: the network of `with_kwargs`'s ``rng`` with those keys."""
     key1, key2 = (None, None) if keys is None else (tuple(int(k) for k in np.ravel(k)) for k in keys)
-    j1, f1 = _jacobians_and_outputs(architecture, size, 1, key1)
+    j1, f1 = _jacobians_and_outputs(architecture, size, 1, key1, dtype)
     if x2 in ("none", "same") and key2 == key1:
         j2, f2 = j1, f1
     else:
-        j2, f2 = _jacobians_and_outputs(architecture, size, 1 if x2 in ("none", "same") else 2, key2)
+        j2, f2 = _jacobians_and_outputs(architecture, size, 1 if x2 in ("none", "same") else 2, key2, dtype)
     return _contract(kernel, j1, f1, j2, f2)
 
 
@@ -390,9 +442,9 @@ def expected_kernel(case: Case) -> np.ndarray:
     if case.kwargs == "pair":
         s1, s2 = SCALES
         factor = s1 * s1 if x2 == "none" and case.route != "nt.batch" else s1 * s2
-        return factor * reference_kernel(arch, kernel, size, x2)
+        return factor * reference_kernel(arch, kernel, size, x2, dtype=case.dtype)
     if case.kwargs != "rng":
-        return reference_kernel(arch, kernel, size, x2)
+        return reference_kernel(arch, kernel, size, x2, dtype=case.dtype)
     key = jnp.asarray(RNG_KEY, jnp.uint32)
     if case.route != "nt.batch":
         key2 = key if x2 in ("none", "same") else jax.random.fold_in(key, 1)
@@ -432,24 +484,31 @@ def kernel_function(case: Case) -> Callable:
 
 
 def run_case(case: Case, tmp_path: Any = None) -> np.ndarray:
-    """The kernel computed the case's way, as a NumPy array."""
-    fn = kernel_function(case)
-    kwargs = call_kwargs(case.kwargs)
-    if case.jit:
-        # As a user would: a Python value that steers the network is a static argument.
-        fn = jax.jit(fn, static_argnames=[k for k, v in kwargs.items() if isinstance(v, bool)])
-    params = network(case.architecture).params
-    x1, x2_other = inputs(case.architecture, case.size)
-    x2 = {"none": None, "same": x1, "other": x2_other}[case.x2]
-    if case.route == "direct":
-        return np.asarray(fn(x1, x2, params, **kwargs))
-    if case.route == "nt.batch":
-        return np.asarray(nt.batch(fn, BATCH[case.size])(x1, x2, params, **kwargs))
-    if case.route == "kernel_matrix":
-        return np.asarray(
-            nt_pntk.kernel_matrix(fn, x1, x2, params, tile_size=TILE[case.size], progress=False, **kwargs)
-        )
+    """The kernel computed the case's way, as a NumPy array (float64 inputs under jax_enable_x64)."""
+    with x64(case.dtype):
+        fn = kernel_function(case)
+        kwargs = call_kwargs(case.kwargs)
+        if case.jit:
+            # As a user would: a Python value that steers the network is a static argument.
+            fn = jax.jit(fn, static_argnames=[k for k, v in kwargs.items() if isinstance(v, bool)])
+        params = network(case.architecture).params
+        x1, x2_other = inputs(case.architecture, case.size, case.dtype)
+        x2 = {"none": None, "same": x1, "other": x2_other}[case.x2]
+        if case.route == "direct":
+            return np.asarray(fn(x1, x2, params, **kwargs))
+        if case.route == "nt.batch":
+            return np.asarray(nt.batch(fn, BATCH[case.size])(x1, x2, params, **kwargs))
+        if case.route == "kernel_matrix":
+            return np.asarray(
+                nt_pntk.kernel_matrix(fn, x1, x2, params, tile_size=TILE[case.size], progress=False, **kwargs)
+            )
     raise ValueError(f"unknown route {case.route!r}")
+
+
+def tolerance(case: Case) -> float:
+    """The largest relative error of a correct route in `case` (`RTOL`, or `LARGE_INPUTS_RTOL`)."""
+    large = case.dtype in ("uint8", "float16", "int8", "int16", "int32")
+    return LARGE_INPUTS_RTOL if large else RTOL
 
 
 def relative_error(got: np.ndarray, reference: np.ndarray) -> float:

@@ -608,7 +608,7 @@ def test_kernel_without_output_or_plan(tmp_path, capsys):
             "`outputs` must be an int in [1, 2,147,483,647] (the network's outputs O); got outputs=0.",
         ),
         (["--memory-budget", "1e400GiB"], "`memory_budget` must be a finite number of bytes; got '1e400GiB'"),
-        (["--model", "mlp"], "--model must be one of ['cnn', 'fc', 'resnet', 'wide_resnet']; got 'mlp'"),
+        (["--model", "mlp"], "`--model` must be one of ['cnn', 'fc', 'resnet', 'wide_resnet']; got 'mlp'"),
     ],
 )
 def test_kernel_sizes_are_checked_by_the_library(tmp_path, capsys, options, message):

@@ -18,7 +18,8 @@ from jax.flatten_util import ravel_pytree
 import nt_pntk
 from nt_pntk import cli
 from nt_pntk._src import measure
-from nt_pntk.cli import compare as _compare
+from nt_pntk._src.experiments import compare as _compare
+from nt_pntk.cli import compare as _compare_cli
 
 O = 3  # noqa: E741  (the number of outputs, as in the paper)
 LOGIT = 1  # the single_logit approximation's logit
@@ -29,7 +30,7 @@ MIB = 2**20
 
 def reference_entk(argv: list[str]) -> np.ndarray:
     """The eNTK (N, N, O, O) of compare's network, parameters and inputs, from `jax.jacrev` in float64."""
-    setup = _compare.Setup.from_args(cli.build_parser("compare").parse_args(["compare", *argv]))
+    setup = _compare_cli.setup_from_args(cli.build_parser("compare").parse_args(["compare", *argv]))
     apply_fn, params, x_all, _, _ = _compare._inputs(setup)  # the inputs; the kernels are computed here
     previous = jax.config.read("jax_enable_x64")
     jax.config.update("jax_enable_x64", True)
@@ -121,7 +122,7 @@ def test_user_model_in_a_fresh_process(user_module):
     """About 5 s: a fresh interpreter imports JAX, loads the digits and compiles the kernel."""
     # The peak-RSS worker loads MODULE:FUNCTION from the current directory in a new process.
     args = cli.build_parser("compare").parse_args(["compare", "--model", f"{user_module}:build", *TINY[2:]])
-    setup = _compare.Setup.from_args(args)
+    setup = _compare_cli.setup_from_args(args)
     assert setup.width is None  # no --width: FUNCTION is called as FUNCTION(outputs=O)
     rss_mib = _compare.peak_rss_in_subprocess(setup, "single_logit", {"logit": -1})
     # Compiling and running a kernel takes memory (XLA's compiler alone takes megabytes); a tiny
@@ -151,18 +152,28 @@ def test_user_model_is_loaded(user_module, capsys, function):
         (["--outputs", "0"], "`--outputs` must be an int >= 1; got --outputs=0"),
         (["--width", "0"], "`--width` must be an int >= 1; got --width=0"),
         (["--width", str(2**31)], "`width` must be an int in [1, 2,147,483,647]"),  # the zoo's check
-        (["--n-train", "0"], "--n-train must be at least 1"),
-        (["--n-test", "0"], "--n-test must be at least 1"),
-        (["--n-train", "1700", "--n-test", "98"], "at most 1797 (the digits); got 1798"),
-        (["--m", "2", "0"], "--m must be at least 1; got [2, 0]"),
-        (["--outputs", "3", "--logit", "3"], "--logit must be in [-O, O) = [-3, 3); got 3"),
-        (["--ridge", "-1"], "--ridge must be >= 0"),
-        (["--ridge", "nan"], "--ridge must be >= 0"),
-        (["--top-k", "0"], "--top-k must be at least 1"),
-        (["--outputs", "2", "--n-train", "5", "--top-k", "11"], "--top-k must be at most n_train·O = 10"),
-        (["--repeats", "0"], "`--repeats` must be an integer >= 1; got 0"),
-        (["--time-budget", "0"], "`--time-budget` must be a finite number of seconds > 0; got 0.0"),
-        (["--time-budget", "inf"], "`--time-budget` must be a finite number of seconds > 0; got inf"),
+        (["--n-train", "0"], "`--n-train` must be an int >= 1; got --n-train=0"),
+        (["--n-test", "0"], "`--n-test` must be an int >= 1; got --n-test=0"),
+        (
+            ["--n-train", "1700", "--n-test", "98"],
+            "`--n-train + --n-test` must be an int in [2, 1,797] (the digits); got --n-train + --n-test=1798",
+        ),
+        (["--m", "2", "0"], "`--m` must be an int >= 1; got --m=0"),
+        (
+            ["--outputs", "3", "--logit", "3"],
+            "`--logit` must be an int in [-3, 2] (an index of the O=3 logits",
+        ),
+        (["--ridge", "-1"], "`--ridge` must be >= 0; got --ridge=-1.0"),
+        (["--ridge", "nan"], "`--ridge` must be finite; got --ridge=nan"),
+        (["--top-k", "0"], "`--top-k` must be at least 1"),
+        (
+            ["--outputs", "2", "--n-train", "5", "--top-k", "11"],
+            "`--top-k` must be at least 1 and at most 10 (the number of eigenvalues of the training eNTK, "
+            "n_train·O); got --top-k=11",
+        ),
+        (["--repeats", "0"], "`--repeats` must be an int >= 1; got --repeats=0"),
+        (["--time-budget", "0"], "`--time-budget` must be > 0; got --time-budget=0.0"),
+        (["--time-budget", "inf"], "`--time-budget` must be finite; got --time-budget=inf"),
         (["--seed", "-1"], "`--seed` must be an int in [0, 2**32)"),
         (
             ["--seed", str(2**70)],

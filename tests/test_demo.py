@@ -13,7 +13,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from nt_pntk import cli
-from nt_pntk.cli import demo as _demo
+from nt_pntk._src.experiments import demo as _demo
 from nt_pntk.experiments import data, models
 
 N, O, WIDTH = 4, 3, 4  # noqa: E741  (O: the number of outputs, as in the paper)
@@ -199,10 +199,10 @@ def test_demo_command_end_to_end(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--n", "0"], "--n must be between 1 and 1797"),
+        (["--n", "0"], "`--n` must be an int in [1, 1,797] (the digits); got --n=0"),
         (["--outputs", "3", "0"], "`outputs` must be an int in [1, 2,147,483,647] (the network's outputs O)"),
         (["--width", str(2**31)], "`width` must be an int in [1, 2,147,483,647]"),  # the zoo's own check
-        (["--time-budget", "inf"], "`--time-budget` must be a finite number of seconds > 0; got inf"),
+        (["--time-budget", "inf"], "`--time-budget` must be finite; got --time-budget=inf"),
         (["--max-temp-gib", "0"], "`--max-temp-gib` must be > 0; got --max-temp-gib=0.0."),
         # int(inf * 2**30) raised OverflowError.
         (["--max-temp-gib", "inf"], "`--max-temp-gib` must be finite; got --max-temp-gib=inf."),

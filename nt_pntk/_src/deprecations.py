@@ -30,6 +30,8 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
+from nt_pntk._src import checks
+
 Kind = Literal["module", "attribute", "argument", "option", "value", "script", "keyword"]
 
 #: The section of ``CHANGELOG.md`` whose release has no number yet.
@@ -235,7 +237,7 @@ def _entries() -> list[Deprecation]:
             "nt_pntk.tiled",
             name,
             "a size in bytes (kernel_matrix's memory_budget takes '2GiB' itself)",
-            f"nt_pntk._src.tiled.planning:{name}",
+            f"nt_pntk._src.{'checks' if name == 'parse_bytes' else 'tiled.planning'}:{name}",
             "a size in bytes (`memory_budget` takes `'2GiB'` itself)",
         )
     for name in ("Choice", "Estimate"):
@@ -328,21 +330,21 @@ def renamed(
     """The value of `function`'s keyword argument renamed from `old` to `new`.
 
     Passing `old` warns (`DeprecationWarning` naming `new`, at the caller of `function`);
-    passing both is a `TypeError`. `new_value` is None when not passed; then `default`, or a
-    `TypeError` when `required`.
+    passing both is a `checks.UsageTypeError` (a `TypeError`). `new_value` is None when not
+    passed; then `default`, or a `checks.UsageTypeError` when `required`.
     """
     entry = _one("argument", function, old)
     assert entry.new == new, (entry, new)
     if old_value is not None:
         if new_value is not None:
-            raise TypeError(
+            raise checks.UsageTypeError(
                 f"{function}() got both `{new}` and its deprecated name `{old}`; pass `{new}` only."
             )
         entry.warn(stacklevel=3)
         return old_value
     if new_value is None:
         if required:
-            raise TypeError(f"{function}() is missing the argument `{new}`.")
+            raise checks.UsageTypeError(f"{function}() is missing the argument `{new}`.")
         return default
     return new_value
 

@@ -1,4 +1,5 @@
-"""The one home of measurement: wall time of compiled calls, peak RSS, and XLA's memory and FLOPs.
+"""The one home of measurement: wall time of compiled calls, peak RSS, XLA's memory and FLOPs, and the
+machine's memory and installed versions.
 
 Used by the command line (``demo``, ``compare``, ``figure1``), the tiling
 planner (XLA's memory analysis of the programs it will run) and the asv suite,
@@ -102,12 +103,46 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
 
 
+#: What the memory readings assume where the system does not say: a modest machine, so that budgets
+#: and refusals err on the small side.
+FALLBACK_MEMORY_BYTES = 8 * 2**30
+
+
 def physical_memory_bytes() -> int:
-    """The machine's physical memory (16 GiB where the system does not say)."""
+    """The machine's physical memory (`FALLBACK_MEMORY_BYTES` where the system does not say)."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        return 16 * 2**30
+        return FALLBACK_MEMORY_BYTES
+
+
+def available_memory_bytes() -> int:
+    """The memory a new allocation can take without swapping: ``MemAvailable`` of ``/proc/meminfo``,
+    else (not Linux) `physical_memory_bytes`."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return physical_memory_bytes()
+
+
+#: The distributions whose versions decide what runs (and what XLA compiles): the command line's
+#: ``--version``, demo's header and the XLA gate's baselines report them.
+VERSIONED_DEPENDENCIES = ("jax", "jaxlib", "neural-tangents")
+
+
+def installed_version(distribution: str) -> str:
+    """The installed version of `distribution` from its metadata (no import: importing JAX to ask
+    would take seconds), or ``'not installed'``."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def memory_analysis(compiled: Any) -> Any | None:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.metadata
-import math
 import os
 import sys
 import traceback
 from typing import Any
+
+# One type for every usage error (exit code 2): the library's checks raise it, with the option's name.
+from nt_pntk._src.checks import UsageError  # noqa: F401 (the subcommands')
+from nt_pntk._src.user_code import (  # noqa: F401 (the subcommands' helpers)
+    UserCodeError,
+    load_user_function,
+    user_code_error,
+)
 
 # subcommand -> (module with `add_arguments(parser)` and `run(args) -> int`, one-line help).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -37,108 +43,20 @@ line and exits with 1; Ctrl-C exits with 130, keeping finished work (rerun to re
 Set {TRACEBACK_ENV}=1 to see the full Python traceback of these errors too."""
 
 
-class UsageError(ValueError):
-    """A bad argument or configuration: one line on stderr and exit code 2 (like argparse's errors)."""
-
-    exit_code = EXIT_USAGE
-
-
-class UserCodeError(RuntimeError):
-    """The user's own code (a module, a network builder, an ``init_fn``) raised: one line naming
-    it and its exception, and exit code 1 (a failure, not a usage error)."""
-
-    exit_code = EXIT_FAILURE
-
-
-def user_code_error(what: str, error: BaseException) -> UserCodeError:
-    """`UserCodeError` for `what` (e.g. "importing module 'nets'") having raised `error`.
-
-    The line names the exception and where it was raised (the user's file and line).
-    """
-    where = ""
-    if isinstance(error, SyntaxError) and error.filename:
-        where = f" ({error.filename}, line {error.lineno})"
-    elif error.__traceback__ is not None:
-        frame = traceback.extract_tb(error.__traceback__)[-1]
-        where = f" ({frame.filename}, line {frame.lineno})"
-    text = error.msg if isinstance(error, SyntaxError) else str(error)  # str() repeats the place
-    message = text.strip().splitlines()[0] if text and text.strip() else ""
-    return UserCodeError(f"{what} failed with {type(error).__name__}: {message}{where}")
-
-
-def check(function: Any, option: str, value: Any, *args: Any) -> Any:
-    """`function(option, value, *args)`, a check of `nt_pntk._src.checks`, its error a `UsageError`.
-
-    The library's check speaks, under the option's name: the command line has no limits of its own.
-    """
-    try:
-        return function(option, value, *args)
-    except (TypeError, ValueError) as e:
-        raise UsageError(str(e)) from None
-
-
-def zoo_model(name: str, **arguments: Any) -> Any:
-    """`models.get_model(name, **arguments)`; what the zoo's builder refuses is a `UsageError`."""
-    from nt_pntk._src.experiments import models
-
-    try:
-        return models.get_model(name, **arguments)
-    except (TypeError, ValueError) as e:
-        raise UsageError(str(e)) from None
-
-
-def load_user_function(spec: str, option: str) -> Any:
-    """The function named by ``MODULE:FUNCTION`` in `option` (the current folder is searched first).
-
-    Raises:
-      UsageError: `spec` is not MODULE:FUNCTION, the module is not found, or it has no such function.
-      UserCodeError: importing the module raised (its code failed: a SyntaxError, an error it raised).
-    """
-    module_name, _, function_name = spec.partition(":")
-    if not module_name or not function_name:
-        raise UsageError(f"{option} must be MODULE:FUNCTION, e.g. mymodels:build; got {spec!r}")
-    # The console script's sys.path lacks the current folder that `python -m` would have.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name is not None and (module_name == e.name or module_name.startswith(e.name + ".")):
-            raise UsageError(
-                f"cannot import module {module_name!r} named in {option} {spec!r}: {e}; put it in the "
-                "current folder or on PYTHONPATH"
-            ) from e
-        raise user_code_error(f"importing module {module_name!r} named in {option} {spec!r}", e) from e
-    except Exception as e:  # the module's own code: a SyntaxError, an error raised at import
-        raise user_code_error(f"importing module {module_name!r} named in {option} {spec!r}", e) from e
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        what = "has no attribute" if function is None else "has a non-callable"
-        raise UsageError(
-            f"module {module_name!r} ({getattr(module, '__file__', '?')}) {what} {function_name!r} named in "
-            f"{option} {spec!r}"
-        )
-    return function
-
-
-#: The distributions whose versions `--version` reports beside nt-pntk's (read from their metadata:
-#: importing JAX to ask would take seconds).
-VERSIONED_DEPENDENCIES = ("jax", "jaxlib", "neural-tangents")
-
-
-def installed_version(distribution: str) -> str:
-    """The installed version of `distribution` from its metadata (no import), or ``'not installed'``."""
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+def option_name(argument: str) -> str:
+    """The option of a library argument, e.g. ``--n-train`` for ``n_train``: what the library's checks
+    name in their errors when the command line passes its arguments on."""
+    return "--" + argument.replace("_", "-")
 
 
 def version_text() -> str:
     """``nt-pntk <version>`` and the installed versions of JAX, jaxlib and neural-tangents."""
+    from nt_pntk._src import measure
     from nt_pntk._version import __version__
 
-    dependencies = ", ".join(f"{name} {installed_version(name)}" for name in VERSIONED_DEPENDENCIES)
+    dependencies = ", ".join(
+        f"{name} {measure.installed_version(name)}" for name in measure.VERSIONED_DEPENDENCIES
+    )
     return f"nt-pntk {__version__}\n{dependencies}"
 
 
@@ -168,14 +86,6 @@ def add_timing_arguments(parser: argparse.ArgumentParser, *, time_budget: float)
         help="seconds of timed calls per measurement: fewer than --repeats (at least 1) when the warm-up "
         f"call shows they would take longer (default: {time_budget:g})",
     )
-
-
-def check_timing_arguments(args: argparse.Namespace) -> None:
-    """A `UsageError` for a ``--repeats`` below 1 or a ``--time-budget`` that is not a positive number."""
-    if args.repeats < 1:
-        raise UsageError(f"`--repeats` must be an integer >= 1; got {args.repeats}.")
-    if not (math.isfinite(args.time_budget) and args.time_budget > 0):
-        raise UsageError(f"`--time-budget` must be a finite number of seconds > 0; got {args.time_budget}.")
 
 
 def save_csv(table: Any, path: Any, what: str) -> None:
@@ -239,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _exit_code(error: BaseException) -> int | None:
-    """The exit code of an expected error, None for anything else (a bug)."""
+    """The exit code of an expected error, None for anything else (a bug).
+
+    An error's own ``exit_code`` first: 2 for a `UsageError` (the library's checks raise it), 1 for a
+    `UserCodeError`; then 1 for any other ValueError or OSError (a failure, e.g. JAX's).
+    """
     code = getattr(error, "exit_code", None)
     if isinstance(code, int) and not isinstance(code, bool) and code != 0:
         return code

@@ -33,50 +33,13 @@ inputs (N, 8, 8, 1).
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import inspect
-import json
-import math
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from nt_pntk._src import checks as _checks
-from nt_pntk._src import deprecations, measure, numerics
-from nt_pntk.cli import (
-    UsageError,
-    add_timing_arguments,
-    check,
-    check_timing_arguments,
-    load_user_function,
-    save_csv,
-    user_code_error,
-    zoo_model,
-)
-
-APPROXIMATIONS = ("pntk", "trace", "single_logit", "projection")
-ZOO_WIDTHS = {"fc": 64, "cnn": 32}  # default --width of the zoo models
-MIB = 2.0**20
-COLUMNS = (
-    "approximation",
-    "jac_rows",
-    "rel_err",
-    "test_acc",
-    "pred_gap",
-    "err_lmax",
-    "err_cond",
-    "err_topk",
-    "time_s",
-    "runs",
-    "compile_s",
-    "temp_mib",
-    "rss_mib",
-)
+from nt_pntk._src import deprecations
+from nt_pntk._src.experiments import compare as experiment
+from nt_pntk.cli import add_timing_arguments, option_name, save_csv
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--width",
         type=int,
         default=None,
-        help=f"hidden units / channels (default: {ZOO_WIDTHS} for the zoo; not passed to FUNCTION)",
+        help=f"hidden units / channels (default: {experiment.ZOO_WIDTHS} for the zoo; not passed to "
+        "FUNCTION)",
     )
     parser.add_argument("--outputs", type=int, default=10, help="number of outputs O (default: 10)")
     deprecations.add_option_alias(parser, "compare", "--out", type=int)
@@ -99,8 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--approximations",
         nargs="+",
-        default=list(APPROXIMATIONS),
-        choices=APPROXIMATIONS,
+        default=list(experiment.APPROXIMATIONS),
+        choices=experiment.APPROXIMATIONS,
         help="N×N approximations to compare with the full eNTK (default: all)",
     )
     parser.add_argument(
@@ -135,11 +99,11 @@ def run(args: argparse.Namespace) -> int:
     """Prints the comparison table (and saves it with ``--csv``)."""
     import pandas as pd
 
-    _validate(args)
+    setup = setup_from_args(args)
     start = time.perf_counter()
-    setup = Setup.from_args(args)
     print(setup.describe(), flush=True)
-    table = pd.DataFrame(compare(setup, rss=args.rss)).reindex(columns=list(COLUMNS))
+    rows = experiment.compare(setup, rss=args.rss)
+    table = pd.DataFrame(rows).reindex(columns=list(experiment.COLUMNS))
     if not args.rss:
         table = table.drop(columns="rss_mib")
     print(format_table(table))
@@ -149,234 +113,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _validate(args: argparse.Namespace) -> None:
-    check_timing_arguments(args)
-    check(_checks.seed, "--seed", args.seed)
-    check(_checks.positive_int, "--outputs", args.outputs)
-    if args.width is not None:
-        check(_checks.positive_int, "--width", args.width)
-    m = args.m or []
-    checks = [
-        (args.n_train >= 1, f"--n-train must be at least 1; got {args.n_train}"),
-        (args.n_test >= 1, f"--n-test must be at least 1; got {args.n_test}"),
-        (
-            args.n_train + args.n_test <= 1797,
-            f"--n-train + --n-test must be at most 1797 (the digits); got {args.n_train + args.n_test}",
-        ),
-        (all(v >= 1 for v in m), f"--m must be at least 1; got {m}"),
-        (
-            -args.outputs <= args.logit < args.outputs,
-            f"--logit must be in [-O, O) = [{-args.outputs}, {args.outputs}); got {args.logit}",
-        ),
-        (math.isfinite(args.ridge) and args.ridge >= 0, f"--ridge must be >= 0; got {args.ridge}"),
-        (args.top_k is None or args.top_k >= 1, f"--top-k must be at least 1; got {args.top_k}"),
-        (
-            args.top_k is None or args.top_k <= args.n_train * args.outputs,
-            f"--top-k must be at most n_train·O = {args.n_train * args.outputs}; got {args.top_k}",
-        ),
-        (
-            ":" in args.model or args.model in ZOO_WIDTHS,
-            f"--model must be one of {sorted(ZOO_WIDTHS)} or MODULE:FUNCTION; got {args.model!r}",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
-    if ":" not in args.model:  # the zoo's builder checks its sizes (stax layers only: cheap)
-        zoo_model(args.model, width=args.width or ZOO_WIDTHS[args.model], outputs=args.outputs)
-
-
-@dataclasses.dataclass(frozen=True)
-class Setup:
-    """What `compare` measures: the model, data, kernels and their options (JSON-able)."""
-
-    model: str
-    width: int | None
-    outputs: int
-    n_train: int
-    n_test: int
-    specs: tuple[tuple[str, dict[str, int]], ...] = ()  # (approximation, options), the eNTK first
-    ridge: float = 1e-3
-    top_k: int = 1
-    implementation: int = 1
-    vmap_axes: int | None = 0
-    repeats: int = 3
-    time_budget: float = 10.0
-    seed: int = 0
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Setup:
-        width = args.width if args.width is not None or ":" in args.model else ZOO_WIDTHS[args.model]
-        specs = [("entk", {})]
-        for name in dict.fromkeys(args.approximations):  # in order, once each
-            if name == "projection":
-                ms = dict.fromkeys(args.m or [1, args.outputs])
-                specs += [("projection", {"m": m, "seed": args.seed}) for m in ms]
-            elif name == "single_logit":
-                specs.append(("single_logit", {"logit": args.logit}))
-            else:
-                specs.append((name, {}))
-        return cls(
-            model=args.model,
-            width=width,
-            outputs=args.outputs,
-            n_train=args.n_train,
-            n_test=args.n_test,
-            specs=tuple(specs),
-            ridge=args.ridge,
-            top_k=min(args.top_k or 2 * args.outputs, args.n_train * args.outputs),
-            implementation=args.implementation,
-            vmap_axes=None if args.no_vmap else 0,
-            repeats=args.repeats,
-            time_budget=args.time_budget,
-            seed=args.seed,
-        )
-
-    def describe(self) -> str:
-        width = "" if self.width is None else f", width {self.width}"
-        return (
-            f"eNTK approximations: model {self.model}{width}, O={self.outputs}, digits "
-            f"n_train={self.n_train}, n_test={self.n_test}, at init (seed {self.seed}); "
-            f"ridge {self.ridge:g} × mean diagonal; top-k={self.top_k}; implementation "
-            f"{self.implementation}; time: median of up to {self.repeats} runs "
-            f"({self.time_budget:g} s budget each)."
-        )
-
-
-def label(name: str, options: dict[str, int]) -> str:
-    """A row label such as ``'projection (m=10)'``."""
-    shown = {k: v for k, v in options.items() if k != "seed"}
-    return name if not shown else f"{name} ({', '.join(f'{k}={v}' for k, v in shown.items())})"
-
-
-def load_model(model: str, width: int | None, outputs: int) -> tuple[Any, Any]:
-    """``(init_fn, apply_fn)`` of a zoo model or of ``MODULE:FUNCTION`` (see the module docstring)."""
-    from nt_pntk._src.experiments import models
-
-    if ":" not in model:
-        m = models.get_model(model, width=width, outputs=outputs)
-        return m.init_fn, m.apply_fn
-    function = load_user_function(model, "--model")
-    options = {} if width is None else {"width": width}
-    arguments = {_outputs_keyword(function, model, width is not None): outputs, **options}
-    try:
-        built = function(**arguments)
-    except Exception as e:  # the user's builder failed
-        call = ", ".join(f"{k}={v}" for k, v in arguments.items())
-        raise user_code_error(f"--model {model}: calling {model.partition(':')[2]}({call})", e) from e
-    if hasattr(built, "init_fn") and hasattr(built, "apply_fn"):
-        return built.init_fn, built.apply_fn
-    if isinstance(built, (tuple, list)) and len(built) >= 2 and all(map(callable, built[:2])):
-        return built[0], built[1]
-    raise UsageError(
-        f"--model {model!r} returned {type(built).__name__}; it must return "
-        "(init_fn, apply_fn, ...) as stax.serial does, or an object with init_fn and apply_fn."
+def setup_from_args(args: argparse.Namespace) -> experiment.Setup:
+    """The checked `Setup` of the options (errors name the options)."""
+    return experiment.Setup.create(
+        model=args.model,
+        width=args.width,
+        outputs=args.outputs,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        approximations=args.approximations,
+        m=args.m,
+        logit=args.logit,
+        ridge=args.ridge,
+        top_k=args.top_k,
+        implementation=args.implementation,
+        vmap=not args.no_vmap,
+        repeats=args.repeats,
+        time_budget=args.time_budget,
+        seed=args.seed,
+        names=option_name,
     )
-
-
-def _outputs_keyword(function: Any, model: str, width: bool = False) -> str:
-    """``'outputs'``, or ``'out'`` (the older name, with a warning) for a FUNCTION that takes only that.
-
-    Raises:
-      UsageError: FUNCTION takes neither (nor ``**kwargs``), or no ``width`` when `width` is passed.
-    """
-    try:
-        parameters = inspect.signature(function).parameters
-    except (TypeError, ValueError):  # no signature to read: the current name
-        return "outputs"
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    keywords = {
-        name
-        for name, p in parameters.items()
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    }
-    name = model.partition(":")[2]
-    if not takes_any and not keywords & set(deprecations.keyword_names("compare", "outputs")):
-        raise UsageError(
-            f"--model {model}: {name}{inspect.signature(function)} must take the number of outputs as "
-            "a keyword parameter `outputs` (it is called as FUNCTION(outputs=O), with width=W when "
-            "--width is given)"
-        )
-    if width and not takes_any and "width" not in keywords:
-        raise UsageError(
-            f"--model {model}: {name}{inspect.signature(function)} takes no `width`, but --width was "
-            "given; add a `width` parameter, or leave --width out"
-        )
-    # `outputs`, or a former name (`out`) that FUNCTION takes instead, with a warning line.
-    return deprecations.callback_keyword("compare", "outputs", parameters, f"--model {model}")
-
-
-def _inputs(setup: Setup) -> tuple[Any, ...]:
-    """``(apply_fn, params, x_all, labels_train, labels_test)``: the same in every process."""
-    import jax
-    import jax.numpy as jnp
-
-    from nt_pntk._src.experiments import data
-
-    x_train, y_train, x_test, y_test = data.digits_split(setup.n_train, setup.n_test, seed=setup.seed)
-    x_all = jnp.asarray(np.concatenate([x_train, x_test]))
-    init_fn, apply_fn = load_model(setup.model, setup.width, setup.outputs)
-    # One compiled init instead of one dispatch (and compile) per layer's random draw.
-    params = jax.jit(lambda key: init_fn(key, x_all.shape)[1])(jax.random.PRNGKey(setup.seed))
-    return apply_fn, params, x_all, y_train, y_test
-
-
-def measure_kernel(setup: Setup, name: str, options: dict[str, int], apply_fn, params, x) -> dict[str, Any]:
-    """Compiles and times approximation ``name`` on ``x`` (x2 = x1); returns its value and costs."""
-    from nt_pntk._src.kernels import approximations
-
-    kernel_fn = approximations.approximation_fn(
-        name,
-        apply_fn,
-        vmap_axes=setup.vmap_axes,
-        implementation=setup.implementation,
-        **options,
-    )
-    compiled, compile_s = measure.compile_timed(lambda x1, p: kernel_fn(x1, None, p), x, params)
-    timing, value = measure.time_calls(
-        compiled, x, params, repeats=setup.repeats, time_budget=setup.time_budget, compile_s=compile_s
-    )
-    temp = measure.temp_bytes(compiled)
-    return dict(
-        value=np.asarray(value, np.float64),
-        time_s=timing.median_s,
-        runs=timing.runs,
-        compile_s=timing.compile_s,
-        temp_mib=math.nan if temp is None else temp / MIB,
-    )
-
-
-def compare(setup: Setup, *, rss: bool = False) -> list[dict[str, Any]]:
-    """One row per kernel of ``setup.specs`` (the eNTK first), with the columns of `COLUMNS`."""
-    from nt_pntk._src.experiments import data
-    from nt_pntk._src.kernels import approximations, regression, spectra
-
-    apply_fn, params, x_all, labels_train, labels_test = _inputs(setup)
-    n, outputs = setup.n_train, setup.outputs
-    targets = data.centred_one_hot(labels_train % outputs, outputs)
-    rows, reference = [], None
-    for name, options in setup.specs:
-        result = measure_kernel(setup, name, options, apply_fn, params, x_all)
-        k = result.pop("value")
-        f = regression.predict(k[:n, :n], targets, k[n:, :n], ridge=setup.ridge)
-        if reference is None:  # the eNTK
-            reference = dict(entk=k, f=f, spectrum=spectra.spectrum(k[:n, :n]))
-        errors = spectra.spectral_errors(reference["spectrum"], k[:n, :n], top_k=setup.top_k)
-        rows.append(
-            dict(
-                approximation=label(name, options),
-                jac_rows=approximations.jacobian_rows(name, outputs, **options),
-                rel_err=numerics.entk_relative_error(reference["entk"], k),
-                test_acc=float(np.mean(np.argmax(f, axis=1) == labels_test % outputs)),
-                pred_gap=float(np.linalg.norm(f - reference["f"]) / np.linalg.norm(reference["f"])),
-                err_lmax=errors.lambda_max,
-                err_cond=errors.condition_number,
-                err_topk=float(np.max(errors.top_k)),
-                **result,
-                rss_mib=peak_rss_in_subprocess(setup, name, options) if rss else math.nan,
-            )
-        )
-    return rows
 
 
 def format_table(table: Any) -> str:
@@ -400,43 +156,3 @@ def format_table(table: Any) -> str:
         + ("; rss_mib: peak RSS increase in a fresh process." if "rss_mib" in table.columns else ".")
     )
     return "\n" + table.to_string(index=False, formatters=formatters, na_rep="-") + "\n\n" + legend
-
-
-# --- Peak RSS: one kernel in a fresh process. ---
-
-
-def peak_rss_in_subprocess(setup: Setup, name: str, options: dict[str, int]) -> float:
-    """The peak RSS increase (MiB) of a fresh process computing kernel ``name`` once; NaN if it fails."""
-    fields = {**dataclasses.asdict(setup), "specs": ()}
-    spec = json.dumps({"setup": fields, "name": name, "options": options, "cwd": os.getcwd()})
-    proc = subprocess.run(
-        [sys.executable, "-m", "nt_pntk.cli.compare", "--worker", spec],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
-        print(f"  peak RSS of {label(name, options)} not measured (exit {proc.returncode}): {tail[0][:200]}")
-        return math.nan
-    return float(json.loads(proc.stdout.strip().splitlines()[-1])["rss_mib"])
-
-
-def _worker(spec: dict[str, Any]) -> dict[str, float]:
-    """Computes one kernel (compile, warm-up, one timed call) in this fresh process; its peak RSS increase."""
-    import jax
-
-    if spec["cwd"] not in sys.path:
-        sys.path.insert(0, spec["cwd"])
-    setup = Setup(**{**spec["setup"], "specs": (), "repeats": 1})
-    apply_fn, params, x_all, _, _ = _inputs(setup)
-    jax.block_until_ready((x_all, params))
-    baseline = measure.peak_rss_bytes()
-    measure_kernel(setup, spec["name"], spec["options"], apply_fn, params, x_all)
-    return {"rss_mib": (measure.peak_rss_bytes() - baseline) / MIB}
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m nt_pntk.cli.compare")
-    parser.add_argument("--worker", required=True, help="JSON spec of one kernel")
-    print(json.dumps(_worker(json.loads(parser.parse_args().worker))))

@@ -15,15 +15,9 @@ import argparse
 import functools
 from pathlib import Path
 
-from nt_pntk._src import checks, deprecations
+from nt_pntk._src import deprecations
 from nt_pntk._src.experiments import figure1 as experiment
-from nt_pntk.cli import (
-    UsageError,
-    add_timing_arguments,
-    check,
-    check_timing_arguments,
-    zoo_model,
-)
+from nt_pntk.cli import UsageError, add_timing_arguments, option_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,21 +73,16 @@ def check_args(args: argparse.Namespace) -> None:
     Raises:
       UsageError: naming the option, what it got and what would work.
     """
-    from nt_pntk._src.experiments.models import RESNET_STAGES  # the ResNet depths the zoo builds
-
-    bad_depths = [d for d in args.depths if d not in RESNET_STAGES]
-    if bad_depths:
-        raise UsageError(f"`--depths` must be among {sorted(RESNET_STAGES)} (ResNet-N); got {bad_depths}.")
-    if any(o < 1 for o in args.outputs):
-        raise UsageError(f"`--outputs` must be integers >= 1 (numbers of outputs); got {args.outputs}.")
-    if args.width is not None:
-        check(checks.positive_int, "--width", args.width)
-    check(experiment.check_image_size, "--image-size", size(args)["image_size"])
-    check_timing_arguments(args)
-    check(checks.seed, "--seed", args.seed)
-    for depth in args.depths:  # the zoo's builder checks the sizes (stax layers only: cheap)
-        for outputs in args.outputs:
-            zoo_model("resnet", width=size(args)["width"], outputs=outputs, depth=depth)
+    experiment.check_arguments(
+        depths=args.depths,
+        outputs=args.outputs,
+        implementations=args.implementations,
+        repeats=args.repeats,
+        time_budget=args.time_budget,
+        seed=args.seed,
+        names=option_name,
+        **size(args),
+    )
     if args.output.exists() and not args.output.is_dir():
         raise UsageError(f"`--output` {str(args.output)!r} is a file, not a directory; pass a directory.")
 

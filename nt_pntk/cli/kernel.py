@@ -36,10 +36,8 @@ import numpy as np
 from nt_pntk._src import checks, deprecations
 from nt_pntk.cli import (
     UsageError,
-    check,
     load_user_function,
     user_code_error,
-    zoo_model,
 )
 
 DIGITS = 1797
@@ -114,7 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # The arguments are checked before JAX is imported: a usage error costs no start-up.
-    check(checks.seed, "--seed", args.seed)
+    checks.seed("--seed", args.seed)
     if not args.plan:
         if args.output is None:
             raise UsageError("--output is required (the kernel path, .npy or .zarr) unless --plan is given")
@@ -137,18 +135,18 @@ def run(args: argparse.Namespace) -> int:
     fn = approximation.kernel_fn(apply_fn, vmap_axes=0, implementation=args.implementation)
     if args.plan:
         print(f"{args.kernel} of {name} on {x.shape[0]} inputs of shape {x.shape[1:]}", flush=True)
-        try:
-            plan = tiled.plan_kernel_matrix(
-                fn, x, None, params, memory_budget=args.memory_budget, tile_size=args.tile_size
-            )
-        except ValueError as e:
-            raise UsageError(str(e)) from e
+        # A bad --memory-budget or --tile-size is the library's `UsageError` (exit code 2).
+        plan = tiled.plan_kernel_matrix(
+            fn, x, None, params, memory_budget=args.memory_budget, tile_size=args.tile_size
+        )
         print(plan)
         return 0
     print(
         f"{args.kernel} of {name} on {x.shape[0]} inputs of shape {x.shape[1:]} -> {args.output}", flush=True
     )
     start = time.perf_counter()
+    # A bad --memory-budget or --tile-size, an --output holding another kernel: the library's
+    # `UsageError` (exit code 2); a failure of the computation: a ValueError (exit code 1).
     try:
         k = tiled.kernel_matrix(
             fn,
@@ -163,9 +161,6 @@ def run(args: argparse.Namespace) -> int:
         )
     except tiled.NonFiniteKernelError as e:  # a failure of the network on these inputs (exit 1)
         raise tiled.NonFiniteKernelError(str(e).replace("allow_non_finite=True", "--allow-non-finite")) from e
-    except ValueError as e:
-        # A bad --memory-budget or --tile-size, or an --output holding another kernel.
-        raise UsageError(str(e)) from e
     except OSError as e:
         if e.filename is None and e.errno is not None:  # e.g. ENOSPC from a write: name the output
             raise OSError(e.errno, e.strerror, str(args.output)) from e
@@ -270,8 +265,8 @@ NPY_MAGIC = b"\x93NUMPY"
 
 
 def load_inputs(path: Path | None, n: int | None, seed: int) -> np.ndarray:
-    if n is not None and n < 1:
-        raise UsageError(f"--n must be positive; got {n}")
+    if n is not None:
+        checks.positive_int("--n", n)
     if path is None:
         return digits(DIGITS if n is None else n, seed)
     if not path.is_file():
@@ -321,9 +316,8 @@ def load_network(args: argparse.Namespace) -> Network:
     from nt_pntk._src.experiments import models
 
     options = {} if args.depth is None else {"depth": args.depth}
-    if args.model not in models.MODELS:
-        raise UsageError(f"--model must be one of {sorted(models.MODELS)}; got {args.model!r}")
-    model = zoo_model(args.model, width=args.width, outputs=args.outputs, **options)
+    checks.one_of("--model", args.model, sorted(models.MODELS))
+    model = models.get_model(args.model, width=args.width, outputs=args.outputs, **options)
     depth = f", depth {args.depth}" if args.depth is not None else ""
     name = f"{args.model} (width {args.width}{depth}, {args.outputs} outputs)"
     return Network(model.apply_fn, name, init_fn=model.init_fn, zoo=True)

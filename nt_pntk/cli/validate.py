@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from nt_pntk._src import deprecations
+from nt_pntk._src import checks, deprecations
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +28,7 @@ def run(args: argparse.Namespace) -> int:
     # a bad `--output` raises `sweep.OutDirError` (exit code 2) before anything is computed.
     # On a finished output directory nothing is measured: the fits and the report are rewritten.
     cfg = config.load(args.config)
-    if args.dpi < 1:
-        raise config.ConfigError(f"`--dpi` must be a positive integer; got {args.dpi}.")
+    checks.positive_int("--dpi", args.dpi)
     start = time.perf_counter()
     table = sweep.run_sweep(cfg, args.output, progress=not args.no_progress)
     slopes = fits.fit_slopes(

@@ -20,10 +20,9 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 
-from nt_pntk._src import checks, files
+from nt_pntk._src import checks, files, measure
 
 #: The figures compared, as ``_common.xla_figures`` names them.
 FIGURES = ("flops", "bytes_accessed", "temp_bytes", "total_bytes")
@@ -35,7 +34,7 @@ _SOURCE_NAMES = {
     "total_bytes": "total",
 }
 #: The packages whose versions decide what XLA compiles.
-VERSIONED_PACKAGES = ("jax", "jaxlib", "neural-tangents")
+VERSIONED_PACKAGES = measure.VERSIONED_DEPENDENCIES
 DEFAULT_TOLERANCE = 0.10
 FORMAT_VERSION = 1
 
@@ -81,14 +80,10 @@ class Change:
 
 def installed_versions(backend: str) -> dict[str, str]:
     """The installed versions of `VERSIONED_PACKAGES`, and the JAX `backend` (``'cpu'``...)."""
-    versions = {}
-    for package in VERSIONED_PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    versions["backend"] = backend
-    return versions
+    return {
+        **{package: measure.installed_version(package) for package in VERSIONED_PACKAGES},
+        "backend": backend,
+    }
 
 
 def select(

@@ -39,7 +39,7 @@ def digits_split(n_train: int, n_test: int, *, seed: int = 0, dtype=np.float32) 
     checks.seed("seed", seed)
     images, labels = load_digits_images(dtype=dtype)
     if n_train < 1 or n_test < 0 or n_train + n_test > len(images):
-        raise ValueError(
+        raise checks.UsageError(
             f"`n_train` + `n_test` must be between 1 and {len(images)}; got {n_train} + {n_test}."
         )
     order = np.random.default_rng(seed).permutation(len(images))
@@ -73,7 +73,7 @@ def centred_one_hot(labels: np.ndarray, classes: int, dtype=np.float32) -> np.nd
         if labels.dtype.kind != "f" or not np.all(np.isfinite(labels) & (labels == np.round(labels))):
             flat = labels.reshape(-1)
             bad = next((v for v in flat if not _is_integral(v)), flat[0] if flat.size else labels)
-            raise ValueError(
+            raise checks.UsageError(
                 f"`labels` must be integer classes in [0, {classes}); got {bad!r} "
                 f"(dtype {labels.dtype}). Pass e.g. labels.astype(int) if they are whole numbers."
             )
@@ -81,7 +81,7 @@ def centred_one_hot(labels: np.ndarray, classes: int, dtype=np.float32) -> np.nd
     outside = (labels < 0) | (labels >= classes)
     if np.any(outside):
         bad = labels[outside].reshape(-1)
-        raise ValueError(
+        raise checks.UsageError(
             f"`labels` must be in [0, {classes}) for classes={classes}; got {bad[0]} "
             f"({bad.size} label{'s' if bad.size > 1 else ''} outside, of {labels.size}). "
             "Shift them (e.g. labels - labels.min()) or pass a larger `classes`."

@@ -45,6 +45,49 @@ def check_image_size(name: str, value: object) -> int:
     return checks.int_between(name, value, 1, MAX_IMAGE_SIZE, "pixels per side")
 
 
+def _same(name: str) -> str:
+    return name
+
+
+def check_arguments(
+    *,
+    depths: Sequence[int],
+    outputs: Sequence[int],
+    implementations: Sequence[int],
+    width: int,
+    image_size: int,
+    repeats: int,
+    time_budget: float,
+    seed: int,
+    names: Callable[[str], str] = _same,
+) -> dict[str, Any]:
+    """`measure`'s arguments, checked (the zoo's ResNets built, without parameters, to check their
+    sizes); errors name an argument as `names` says (e.g. ``--time-budget``, the command line's).
+
+    Raises:
+      UsageError: an argument out of range (a `UsageTypeError` for one of the wrong type).
+    """
+    from nt_pntk._src.experiments import models
+
+    checked = dict(
+        depths=[
+            checks.one_of(names("depths"), checks.integer(names("depths"), d), sorted(models.RESNET_STAGES))
+            for d in depths
+        ],
+        outputs=[checks.positive_int(names("outputs"), o) for o in outputs],
+        implementations=[checks.one_of(names("implementations"), i, (1, 2, 3)) for i in implementations],
+        width=checks.positive_int(names("width"), width),
+        image_size=check_image_size(names("image_size"), image_size),
+        repeats=checks.positive_int(names("repeats"), repeats),
+        time_budget=checks.positive(names("time_budget"), time_budget),
+        seed=checks.seed(names("seed"), seed),
+    )
+    for depth in checked["depths"]:  # the zoo's builder checks the sizes (stax layers only: cheap)
+        for o in checked["outputs"]:
+            models.get_model("resnet", width=checked["width"], outputs=o, depth=depth)
+    return checked
+
+
 def measure(
     *,
     depths: Sequence[int] = DEFAULT_DEPTHS,
@@ -78,16 +121,19 @@ def measure(
     Raises:
       TypeError, ValueError: an argument of the wrong type or out of range, named.
     """
-    from nt_pntk._src.experiments.models import RESNET_STAGES
-
-    depths = [checks.one_of("depths", checks.integer("depths", d), sorted(RESNET_STAGES)) for d in depths]
-    outputs = [checks.positive_int("outputs", o) for o in outputs]
-    implementations = [checks.one_of("implementations", i, (1, 2, 3)) for i in implementations]
-    width = checks.positive_int("width", width)
-    image_size = check_image_size("image_size", image_size)
-    repeats = checks.positive_int("repeats", repeats)
-    time_budget = checks.positive("time_budget", time_budget)
-    seed = checks.seed("seed", seed)
+    checked = check_arguments(
+        depths=depths,
+        outputs=outputs,
+        implementations=implementations,
+        width=width,
+        image_size=image_size,
+        repeats=repeats,
+        time_budget=time_budget,
+        seed=seed,
+    )
+    depths, outputs, implementations = checked["depths"], checked["outputs"], checked["implementations"]
+    width, image_size, repeats = checked["width"], checked["image_size"], checked["repeats"]
+    time_budget, seed = checked["time_budget"], checked["seed"]
 
     import jax
     import neural_tangents as nt

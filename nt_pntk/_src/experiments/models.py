@@ -47,7 +47,7 @@ def _check_widths(width: Any, outputs: Any, readout_width: Any = None) -> None:
 def _check_widest(name: str, value: int, widest: int, why: str) -> None:
     """A `ValueError` naming option `name` when it makes a layer of `widest` > `MAX_WIDTH` units."""
     if widest > MAX_WIDTH:
-        raise ValueError(
+        raise checks.UsageError(
             f"`{name}`={value} makes a layer {widest:,} channels wide ({why}), more than the "
             f"{MAX_WIDTH:,} a layer may have; use a smaller "
             + ("`width`." if name == "width" else f"`{name}` or `width`.")
@@ -171,7 +171,7 @@ def wide_resnet(width: int, outputs: int = 10, *, blocks_per_group: int = 1, gro
     checks.int_between("blocks_per_group", blocks_per_group, 1, MAX_LAYERS, "residual blocks per group")
     checks.int_between("groups", groups, 1, MAX_LAYERS, "groups of residual blocks")
     if blocks_per_group * groups > MAX_LAYERS:
-        raise ValueError(
+        raise checks.UsageError(
             f"`blocks_per_group` * `groups` must be at most {MAX_LAYERS:,} residual blocks; got "
             f"{blocks_per_group} * {groups} = {blocks_per_group * groups:,}."
         )
@@ -233,7 +233,7 @@ def get_model(
     known = builder_options(name)
     for option in options:
         if option not in known:
-            raise TypeError(
+            raise checks.UsageTypeError(
                 f"`{option}` is not an option of the {name!r} builder (nt_pntk.experiments.models."
                 f"{MODELS[name].__name__}); it takes {known or 'none'}."
             )

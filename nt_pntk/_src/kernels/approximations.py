@@ -135,16 +135,7 @@ class EmpiricalKernelFn:
         self.vmap_axes = vmap_axes
         self.implementation = implementation
         self._wrapped = approximation.wrap(f, trace_axes, diagonal_axes)
-        self._ntk_fn = keyword_args.NTKernel(
-            functools.partial(
-                _nt_ntk_fn,
-                trace_axes=self._wrapped.trace_axes,
-                diagonal_axes=diagonal_axes,
-                implementation=implementation,
-            ),
-            self._wrapped.g,
-            vmap_axes,
-        )
+        self._ntk_fn = self._nt_kernel(self._wrapped.g)
         self.in_axes = vmap_axes[0] if isinstance(vmap_axes, tuple) and len(vmap_axes) == 3 else vmap_axes
         # Not `functools.update_wrapper`: its `__wrapped__` would give this function f's signature
         # (`inspect.signature` follows it), and `jax.jit(fn, static_argnames=...)` would then map
@@ -169,7 +160,33 @@ class EmpiricalKernelFn:
             # Batches of different sizes: the axes that pair x1's and x2's outputs must agree.
             paired = self._wrapped.trace_axes
             check_output_sizes(self.f, x1, x2, params, (kwargs1, kwargs2), paired, self.diagonal_axes)
-        return self._ntk_fn(x1, x2, params, kwargs1, kwargs2)
+        ntk_fn = self._ntk_fn
+        if not features.all_differentiable(params):
+            # Integer leaves held constant (no share of the kernel) and Python scalars as arrays, for
+            # every implementation: NT's Jacobian ones fail on integers, and two of them on scalars.
+            params, rebuild = features.differentiable(params)
+            g = self._wrapped.g
+            ntk_fn = self._nt_kernel(lambda p, x, **kwargs: g(rebuild(p), x, **kwargs))
+        try:
+            return ntk_fn(x1, x2, params, kwargs1, kwargs2)
+        except TypeError as e:
+            if "requires real-valued outputs" not in str(e):
+                raise
+            raise TypeError(
+                f"the network's output is complex, which implementation={self.implementation.name} "
+                "(a Jacobian, `jax.jacrev`) cannot differentiate; pass implementation="
+                "NTK_VECTOR_PRODUCTS (2) or STRUCTURED_DERIVATIVES (3), which can."
+            ) from e
+
+    def _nt_kernel(self, g: Callable) -> keyword_args.NTKernel:
+        """NT's kernel function of the wrapped network g, called with each side's keyword arguments."""
+        make = functools.partial(
+            _nt_ntk_fn,
+            trace_axes=self._wrapped.trace_axes,
+            diagonal_axes=self.diagonal_axes,
+            implementation=self.implementation,
+        )
+        return keyword_args.NTKernel(make, g, self.vmap_axes)
 
     def features_fn(self, *, structured: bool = False) -> Callable[..., list]:
         """Per-example Gram features ``F(x, params, **kw)``: ``fn(x1, x2) = Σ_l F_l(x1) F_l(x2)ᵀ``.
@@ -300,7 +317,7 @@ class SingleLogit(Approximation):
             (a,), _ = checks.normalize_output_axes((axis,), diagonal_axes, fx.ndim)
             size = fx.shape[a]
             if not -size <= logit < size:
-                raise ValueError(
+                raise checks.UsageError(
                     f"`logit` must index the logit axis {axis} of size O={size} (the network output has "
                     f"shape {tuple(fx.shape)}): use 0 <= logit < {size} (or -{size} <= logit < 0); "
                     f"got logit={logit}."
@@ -406,7 +423,7 @@ def _directions(m: int, outputs: int, seed: int) -> np.ndarray:
 
 def _single_axis(name: str, trace_axes: tuple[int, ...]) -> int:
     if len(trace_axes) != 1:
-        raise ValueError(
+        raise checks.UsageError(
             f"`trace_axes` must name exactly one output axis, the logit axis, for the {name!r} "
             f"approximation; got {trace_axes!r}. Use trace_axes=(-1,) for an (N, O) output, or "
             "'pntk' or 'trace', which take several axes."
@@ -502,12 +519,12 @@ def approximation(name: ApproximationName, **options: int) -> Approximation:
       TypeError: a ``name`` that is not a string; an option that ``name`` does not take.
     """
     if not isinstance(name, str):
-        raise TypeError(
+        raise checks.UsageTypeError(
             f"`name` must be one of {APPROXIMATION_NAMES}; got {name!r} of type {type(name).__name__}."
         )
     cls = APPROXIMATIONS.get(name)
     if cls is None:
-        raise ValueError(f"`name` must be one of {APPROXIMATION_NAMES}; got {name!r}.")
+        raise checks.UsageError(f"`name` must be one of {APPROXIMATION_NAMES}; got {name!r}.")
     takes = [field.name for field in dataclasses.fields(cls)]
     unknown = sorted(set(options) - set(takes))
     if unknown:
@@ -515,7 +532,9 @@ def approximation(name: ApproximationName, **options: int) -> Approximation:
             f"{n}: {[fld.name for fld in dataclasses.fields(c)] or 'none'}" for n, c in APPROXIMATIONS.items()
         )
         said = f"takes only {takes}" if takes else "takes no options"
-        raise TypeError(f"approximation {name!r} {said}; got {unknown}. The options are: {choices}.")
+        raise checks.UsageTypeError(
+            f"approximation {name!r} {said}; got {unknown}. The options are: {choices}."
+        )
     return cls(**options)
 
 

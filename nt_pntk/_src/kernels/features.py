@@ -8,10 +8,11 @@ NT's NTK of a network g whose every output axis but the batch axis is traced
 so F(x) = [J_1(x), ..., J_R(x)] / √R, R rows of P numbers (P parameters) per
 example: one row (∂g/∂θ) for the pNTK's summed logits, O for NT's trace, m for
 m random projections. `kernel_matrix` computes F once per input instead of once
-per tile. F comes as a list of ``(B, R·size_l)`` arrays, one per parameter leaf
-(not concatenated, to save a copy). Where the kernel is not such a Gram matrix
-(an output axis kept in it, or a PyTree output), `NotAGramKernel` is raised and
-`kernel_matrix` tiles the kernel function itself.
+per tile. F comes as a list of ``(B, R·size_l)`` arrays, one per floating
+parameter leaf (not concatenated, to save a copy; integer leaves have no
+gradient and no share, as in NT). Where the kernel is not such a Gram matrix
+(an output axis kept in it, a PyTree output, or a complex network),
+`NotAGramKernel` is raised and `kernel_matrix` tiles the kernel function itself.
 """
 
 from __future__ import annotations
@@ -31,6 +32,40 @@ PyTree = Any
 
 class NotAGramKernel(ValueError):
     """The kernel of this output is not Σ_l F_l(x1) F_l(x2)ᵀ for per-example features F."""
+
+
+def differentiable(params: PyTree) -> tuple[list, Callable[[list], PyTree]]:
+    """``(leaves, rebuild)``: the floating and complex leaves of `params`, and ``rebuild(leaves)``, the
+    parameters with those leaves replaced and every other leaf (ints, bools, keys) held constant.
+
+    Integer leaves have no gradient: NT's NTK_VECTOR_PRODUCTS and STRUCTURED_DERIVATIVES give them
+    no share of the kernel, while its Jacobian implementations fail on them; differentiating every
+    route with respect to these leaves only gives all of them NT's kernel. Python scalars become
+    (weakly typed) arrays, as ``jax.jit`` would make them.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    leaves = [as_array(leaf) for leaf in leaves]
+    keep = [jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) for leaf in leaves]
+
+    def rebuild(values: list) -> PyTree:
+        it = iter(values)
+        return treedef.unflatten([next(it) if k else leaf for leaf, k in zip(leaves, keep, strict=True)])
+
+    return [leaf for leaf, k in zip(leaves, keep, strict=True) if k], rebuild
+
+
+def as_array(leaf: Any) -> Any:
+    """A Python scalar as a weakly typed JAX array (as ``jax.jit`` passes it); anything else as is."""
+    return jnp.asarray(leaf) if isinstance(leaf, (bool, int, float, complex)) else leaf
+
+
+def all_differentiable(params: PyTree) -> bool:
+    """Whether every leaf of `params` is a floating or complex array (`differentiable` changes nothing)."""
+    return all(
+        not isinstance(leaf, (bool, int, float, complex))
+        and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+        for leaf in jax.tree_util.tree_leaves(params)
+    )
 
 
 def gram_features_fn(
@@ -59,7 +94,7 @@ def gram_features_fn(
         `nt_pntk._src.kernels.structured`) instead of their Jacobian rows.
 
     Returns:
-      ``features(x, params, **apply_fn_kwargs)`` returning one entry per parameter
+      ``features(x, params, **apply_fn_kwargs)`` returning one entry per floating parameter
       leaf: a ``(B, R·size_l)`` array of Jacobian rows, or (``structured``) a pair
       ``(A, D)`` whose share of the kernel is ``(A Aᵀ) ⊙ (D Dᵀ)``.
     """
@@ -67,9 +102,19 @@ def gram_features_fn(
 
     def features(x: PyTree, params: PyTree, **apply_fn_kwargs) -> list[jax.Array]:
         _check_input_axes(vmap_axes, x)
-        gx = jax.eval_shape(lambda p, x_: g(p, x_, **apply_fn_kwargs), params, x)
+        leaves, rebuild = differentiable(params)
+
+        def h(p: list, x_: PyTree, **kwargs) -> Any:
+            return g(rebuild(p), x_, **kwargs)
+
+        gx = jax.eval_shape(lambda p, x_: h(p, x_, **apply_fn_kwargs), leaves, x)
         if not isinstance(gx, jax.ShapeDtypeStruct):
             raise NotAGramKernel("the network's output is a PyTree; its kernel is a PyTree of kernels")
+        if jnp.issubdtype(gx.dtype, jnp.complexfloating) or any(
+            jnp.issubdtype(leaf.dtype, jnp.complexfloating) for leaf in leaves
+        ):
+            # Real Gram features only; the kernel function itself handles complex networks.
+            raise NotAGramKernel("the network is complex (its output or parameters)")
         ndim = len(gx.shape)
         out_axis = _batch_output_axis(vmap_axes, ndim)
         traced, diagonal = checks.normalize_output_axes(trace_axes, diagonal_axes, ndim)
@@ -82,19 +127,19 @@ def gram_features_fn(
         if structured:
             from nt_pntk._src.kernels.structured import structured_features
 
-            return structured_features(g, params, x, apply_fn_kwargs, count, gx.dtype)
+            return structured_features(h, leaves, x, apply_fn_kwargs, count, gx.dtype)
         scale = jnp.asarray(1.0 / math.sqrt(count), gx.dtype)
 
         def one_example(x_i: PyTree) -> list[jax.Array]:
             x_b = jax.tree_util.tree_map(lambda leaf: jnp.expand_dims(leaf, 0), x_i)
 
-            def output(p: PyTree) -> jax.Array:
-                return g(p, x_b, **apply_fn_kwargs)
+            def output(p: list) -> jax.Array:
+                return h(p, x_b, **apply_fn_kwargs)
 
             if count == 1:  # one row: a gradient is cheaper than a Jacobian
-                grads = jax.grad(lambda p: jnp.sum(output(p)))(params)
+                grads = jax.grad(lambda p: jnp.sum(output(p)))(leaves)
                 return [leaf.reshape(-1) for leaf in jax.tree_util.tree_leaves(grads)]
-            jac = jax.jacrev(output)(params)
+            jac = jax.jacrev(output)(leaves)
             return [leaf.reshape(-1) * scale.astype(leaf.dtype) for leaf in jax.tree_util.tree_leaves(jac)]
 
         return jax.vmap(one_example)(x)
@@ -111,7 +156,7 @@ def _split_vmap_axes(vmap_axes: Any) -> tuple[Any, Any, Any]:
 def _check_range(vmap_axes: Any, axis: int, ndim: int, what: str) -> None:
     # NT takes axes modulo the rank, so an axis 5 of a rank-2 output would silently mean axis 1.
     if not -ndim <= axis < ndim:
-        raise ValueError(
+        raise checks.UsageError(
             f"`vmap_axes`={vmap_axes!r} puts the batch axis of {what} of rank {ndim} at {axis}, out of "
             f"range; use an axis in [{-ndim}, {ndim}) (e.g. vmap_axes=0 when examples are along axis 0)."
         )

@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nt_pntk._src import checks
+
 PyTree = Any
 RNG = "rng"
 # The name `rng` takes through NT: NT re-derives keys from any keyword named `rng`; by another name a
@@ -88,14 +90,14 @@ def _read_keys(key: Any, x1: PyTree, x2: PyTree) -> tuple[Any, Any]:
     if _is_pair(key):
         key1, key2 = (jnp.asarray(k) for k in key)
         if _is_key(key1) != _is_key(key2):
-            raise TypeError(
+            raise checks.UsageTypeError(
                 f"`{RNG}` is a pair of a typed key (jax.random.key) and raw key bits (jax.random.PRNGKey): "
                 f"got dtypes {key1.dtype} and {key2.dtype}. Pass two keys of one kind."
             )
         new_key = jnp.where(x1_is_x2(key1, key2), jax.random.fold_in(key2, 1), key2)
         return key1, jnp.where(x1_is_x2(x1, x2), key1, new_key)
     if not isinstance(key, jax.Array) and not isinstance(key, np.ndarray):
-        raise TypeError(
+        raise checks.UsageTypeError(
             f"`{RNG}` must be a PRNG key (jax.random.PRNGKey(seed) or jax.random.key(seed)), a pair of "
             f"keys (one for x1, one for x2) or None; got {key!r} of type {type(key).__name__}."
         )
@@ -159,7 +161,7 @@ def bind(kwargs1: dict[str, Any], kwargs2: dict[str, Any]) -> Bound:
                 continue
             # Numbers are traced as NT traces them; bools (flags for Python's `if`) and the rest refused.
             if not all(isinstance(v, numbers.Number) and not isinstance(v, bool) for v in (a, b)):
-                raise TypeError(
+                raise checks.UsageTypeError(
                     f"keyword argument `{k}` gives x1 {a!r} and x2 {b!r} (NT's pair convention): different "
                     f"values that are not arrays would need two networks. Pass one value ({k}={a!r}), "
                     "or arrays."
@@ -193,7 +195,7 @@ def nt_vmap_axes(vmap_axes: Any, static: dict[str, Any]) -> Any:
     in_axes, out_axes, kwargs_axes = vmap_axes
     for k in static:
         if any(a is not None for a in jax.tree_util.tree_leaves(kwargs_axes.get(k))):
-            raise ValueError(
+            raise checks.UsageError(
                 f"`vmap_axes`={vmap_axes!r} batches keyword argument `{k}` along {kwargs_axes[k]!r}, but "
                 f"its value {static[k]!r} holds no array; pass an array with the batch axis, or leave "
                 f"`{k}` out of vmap_axes' keyword axes."

@@ -55,7 +55,7 @@ import numpy as np
 import scipy.linalg
 import scipy.linalg.lapack
 
-from nt_pntk._src import checks
+from nt_pntk._src import checks, numerics
 
 
 def predict(
@@ -129,7 +129,7 @@ def predict(
     n, out = y.shape
     full = k.ndim == 4
     if full:
-        k, k_star, y = _as_matrix(k), _as_matrix(k_star), y.reshape(n * out, 1)
+        k, k_star, y = numerics.entk_matrix(k), numerics.entk_matrix(k_star), y.reshape(n * out, 1)
     # Entries of at most 1 by a power of two, which scales exactly: the norms, the mean diagonal and
     # the ridge cannot overflow (ridge=1e308). Gradient flow on K/s for s·τ is gradient flow on K for τ.
     scale = _power_of_two_above(float(np.max(np.abs(k))))
@@ -236,12 +236,6 @@ def _check_symmetric(k: np.ndarray, eps: float, full: bool) -> None:
             f"‖K − Kᵀ‖/‖K‖ is {asymmetry:.3g}, above round-off ({tolerance:.1g}). If it is a kernel "
             f"with round-off errors, symmetrize it: (K + {transpose}) / 2."
         )
-
-
-def _as_matrix(k: np.ndarray) -> np.ndarray:
-    """(N1, N2, O, O) -> (N1·O, N2·O) with (example, output) rows."""
-    n1, n2, o1, o2 = k.shape
-    return k.transpose(0, 2, 1, 3).reshape(n1 * o1, n2 * o2)
 
 
 def _checked(k_train_train: Any, y_train: Any, k_test_train: Any) -> tuple[np.ndarray, ...]:

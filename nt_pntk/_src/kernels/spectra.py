@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from nt_pntk._src import checks
+from nt_pntk._src import checks, numerics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,11 +47,11 @@ class Spectrum:
 
     def top(self, k: int) -> np.ndarray:
         """The ``k`` largest eigenvalues, descending."""
-        return self.eigenvalues[: _top_k(k, len(self.eigenvalues))]
+        return self.eigenvalues[: checks.count("top_k", k, len(self.eigenvalues), "eigenvalues")]
 
     def repeated(self, times: int) -> Spectrum:
         r"""The spectrum of :math:`K \otimes I_\text{times}`: each eigenvalue ``times`` times."""
-        return Spectrum(np.repeat(self.eigenvalues, _top_k(times, None, name="times")))
+        return Spectrum(np.repeat(self.eigenvalues, checks.count("times", times, None, "eigenvalues")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +162,7 @@ def _spectral_errors(
             "pass an (N, N, O, O) eNTK and an (N, N) kernel on the same N inputs (or kernels of equal size)."
         )
     approx = approx.repeated(n_ref // n_approx)
-    k = _top_k(top_k, n_ref)
+    k = checks.count("top_k", top_k, n_ref, "eigenvalues")
     cond = ref.condition_number
     return SpectralErrors(
         lambda_max=_relative(approx.lambda_max, ref.lambda_max),
@@ -210,20 +210,11 @@ def _as_matrix(name: str, kernel: Any) -> np.ndarray:
     if k.size and k.ndim == 2 and k.shape[0] == k.shape[1]:
         return k
     if k.size and k.ndim == 4 and k.shape[0] == k.shape[1] and k.shape[2] == k.shape[3]:
-        n, _, o, _ = k.shape
-        return k.transpose(0, 2, 1, 3).reshape(n * o, n * o)
+        return numerics.entk_matrix(k)
     raise ValueError(
         f"`{name}` must be a square (N, N) kernel or an (N, N, O, O) eNTK (NT's trace_axes=() layout), "
         f"N and O at least 1; got shape {k.shape}."
     )
-
-
-def _top_k(value: Any, size: int | None, name: str = "top_k") -> int:
-    value = checks.integer(name, value)
-    upper = "" if size is None else f" and at most {size} (the number of eigenvalues)"
-    if value < 1 or (size is not None and value > size):
-        raise ValueError(f"`{name}` must be at least 1{upper}; got {name}={value}.")
-    return value
 
 
 def _relative(value: float, reference: float) -> float:

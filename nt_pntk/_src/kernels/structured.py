@@ -114,7 +114,9 @@ def interpret(closed: Any, uses: dict[int, DenseUse], leaves: list, x: Any, shif
         out = eqn.primitive.bind(*subfuns, *inputs, **bind_params)
         if k in by_equation:
             index = by_equation[k]
-            activations[index] = inputs[1 - uses[index].operand]
+            # The product is computed in its output's dtype (a uint8 or float16 image times float32
+            # weights is a float32 dot_general): so is the activations' Gram, not in the input's.
+            activations[index] = inputs[1 - uses[index].operand].astype(out.dtype)
             out = out + shifts[index]
         outs = out if eqn.primitive.multiple_results else [out]
         for v, value in zip(eqn.outvars, outs, strict=True):

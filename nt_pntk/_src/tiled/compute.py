@@ -60,7 +60,10 @@ def block_struct(x: PyTree, tile: int) -> PyTree:
 
 
 def struct(tree: PyTree) -> PyTree:
-    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), tree)
+    # Weak types kept: a Python scalar parameter promotes as jax.jit would promote it.
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, weak_type=getattr(a, "weak_type", False)), tree
+    )
 
 
 def _squeeze(tree: PyTree) -> PyTree:

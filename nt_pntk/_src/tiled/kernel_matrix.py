@@ -49,13 +49,14 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from nt_pntk._src import checks as _checks
 from nt_pntk._src import deprecations, measure
 from nt_pntk._src.kernels import keyword_args
 from nt_pntk._src.kernels.approximations import EmpiricalKernelFn, FullENTK
-from nt_pntk._src.kernels.features import describe
+from nt_pntk._src.kernels.features import as_array, describe
 from nt_pntk._src.tiled import compute, planning, probe, routes, sharding, storage
 from nt_pntk._src.tiled.planning import parse_bytes
 
@@ -109,7 +110,8 @@ def kernel_matrix(
       params: the network's parameters.
       output: None (returns a NumPy array), or a path ending in ``.npy`` (a NumPy
         file, returned as a read-only ``np.memmap``) or ``.zarr`` (a Zarr
-        array with one chunk per tile, returned opened read-only). A finished-tile
+        array with one chunk per tile, returned opened read-only; a bfloat16 kernel is
+        stored as float32, which holds it exactly). A finished-tile
         record ``<output>.tiles/`` is kept beside it: calling again with the same
         arguments and output resumes an interrupted run, or returns a finished
         one after checking it. The record holds digests of x1, x2, params and
@@ -175,7 +177,8 @@ def kernel_matrix(
         unless ``allow_non_finite``; nothing of it was written or recorded.
       RuntimeError: a run that ends with tiles missing from the record (the
         kernel is not returned; running again computes them).
-      TypeError: arguments of the wrong type.
+      TypeError: arguments of the wrong type; ``x2`` of another dtype than ``x1``;
+        inputs ``fn`` itself refuses (the message names their dtypes).
 
     Example:
       >>> import jax, nt_pntk
@@ -227,6 +230,7 @@ class _Job:
     plan: planning.Plan | None = None
     run_seconds: float = 0.0
     allow_non_finite: bool = False
+    precision: Any = None  # the least precise dtype computed in: the probe's tolerances follow it
 
     def statistics(self) -> KernelMatrixStats:
         flops = moved = 0.0
@@ -325,10 +329,12 @@ def _prepare(
 ) -> _Job:
     """Every check of the arguments, and the route's programs (compiled probes for AUTO)."""
     if not callable(fn):
-        raise TypeError(f"`fn` must be a kernel function fn(x1, x2, params, **kwargs); got {fn!r}.")
+        raise _checks.UsageTypeError(
+            f"`fn` must be a kernel function fn(x1, x2, params, **kwargs); got {fn!r}."
+        )
     if isinstance(fn, EmpiricalKernelFn) and isinstance(fn.approximation, FullENTK):
         # Its trace_axes do not trace anything, so the generic hint below would not help.
-        raise ValueError(
+        raise _checks.UsageError(
             f"`fn` must give an (N1, N2) kernel; got the full eNTK {fn!r}, an (N1, N2, O, O) kernel. "
             "kernel_matrix tiles N×N kernels only: pass an N×N approximation's kernel function, "
             "e.g. nt_pntk.approximations.PNTK().kernel_fn(f) (the pNTK), Trace(), SingleLogit(k) or "
@@ -343,6 +349,9 @@ def _prepare(
     x2h, n2 = (x1h, n1) if symmetric else _host_inputs("x2", x2)
     if not symmetric:
         _checks.matching_inputs(x1h, x2h, 0)
+        _check_same_dtypes(x1h, x2h)
+    # Python scalars as the (weakly typed) arrays jax.jit makes of them: every program takes their dtype.
+    params = jax.tree_util.tree_map(as_array, params)
     _check_finite_rows("x1", x1h, n1)
     if not symmetric:
         _check_finite_rows("x2", x2h, n2)
@@ -351,7 +360,7 @@ def _prepare(
         tile_size = min(tile_size, max(n1, n2))  # one tile holds the whole kernel: no padding beyond it
     processes = jax.process_count()
     if processes > 1 and path is None:
-        raise ValueError(
+        raise _checks.UsageError(
             f"`output` is None in a run of {processes} processes; each process computes only its share of "
             "the tiles, so pass output='<shared path>.zarr' (or .npy on a file system all processes share)."
         )
@@ -361,6 +370,10 @@ def _prepare(
     entries = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
     rows = n1 if symmetric else n1 + n2
     programs, dtype, choice = _programs(fn, sides, lanes, params, x1h, x2h, entries, rows)
+    precision = probe.precision(dtype, params, x1h, x2h)
+    if path is not None and dtype.kind == "V":
+        # Neither .npy nor Zarr has ml_dtypes' types (bfloat16, float8): stored exactly as float32.
+        dtype = np.dtype(np.float32)
     _log.info("kernel_matrix %s", choice.describe())
     fingerprint = {
         "x1": storage.tree_digest(x1h),
@@ -371,14 +384,16 @@ def _prepare(
     expected = {"shape": [n1, n2], "dtype": dtype.name, "symmetric": symmetric, "fingerprint": fingerprint}
     expected["route"] = programs.route  # information: a resumed run may take another route
     job = (fn, params, x1h, x2h, n1, n2, symmetric, path, budget, tile_size, lanes, programs, choice)
-    return _Job(*job, expected, sides)
+    job = _Job(*job, expected, sides)
+    job.precision = precision
+    return job
 
 
 def _sides(fn: Callable, kwargs: dict, x1: PyTree, x2: PyTree | None) -> routes.Sides:
     """The keyword arguments of x1 and x2, split once from the whole inputs as NT does (see
     `keyword_args`); every tile, feature block and probe entry gets these."""
     if not isinstance(fn, EmpiricalKernelFn) and keyword_args.RNG in kwargs:
-        raise ValueError(
+        raise _checks.UsageError(
             f"kernel_matrix cannot tile `fn`={describe(fn)} with `rng`: an NT-style kernel function derives "
             "x2's key from whether x2 equals x1, which differs from tile to tile. Pass an nt_pntk kernel "
             "function (e.g. nt_pntk.empirical_pntk_fn(f) or nt_pntk.approximations.Trace().kernel_fn(f)), "
@@ -387,7 +402,7 @@ def _sides(fn: Callable, kwargs: dict, x1: PyTree, x2: PyTree | None) -> routes.
     if isinstance(fn, EmpiricalKernelFn):
         batched = keyword_args.batched(fn.vmap_axes, kwargs)
         if batched:
-            raise ValueError(
+            raise _checks.UsageError(
                 f"kernel_matrix cannot tile keyword arguments batched by `vmap_axes`={fn.vmap_axes!r} "
                 f"({', '.join(f'`{k}`' for k in batched)}): it takes rows of x1 and x2 only. Make them part "
                 "of the inputs (e.g. x = {'x': x, '"
@@ -443,7 +458,7 @@ def _run(job: _Job, fresh: probe.Probe | None, progress: bool) -> Any:
     record = storage.Record(path) if path is not None else None
     # A resumed run may take another route than the one that started the output (every route
     # computes the same kernel; the probe checks the fresh tiles against it).
-    stored = _existing(path, record, expected, fresh, job.tile_size) if record is not None else None
+    stored = _existing(path, record, expected, fresh, job.tile_size, job.precision) if record else None
     plan = _job_plan(job, stored)
     output = _open_output(path, record, expected, plan, stored, process, dtype, fresh)
     params_dev = jax.device_put(params, lanes.replicated)
@@ -457,7 +472,7 @@ def _run(job: _Job, fresh: probe.Probe | None, progress: bool) -> Any:
     todo = [t for t in my_tiles if t not in good]
     checks = [] if job.allow_non_finite else [_FiniteCheck(plan, x1h, x2h)]
     if fresh:
-        checks.append(probe.TileCheck(fresh, plan.tile, symmetric, plan.mode, lanes.platform))
+        checks.append(probe.TileCheck(fresh, plan.tile, symmetric, plan.mode, lanes.platform, job.precision))
 
     from tqdm.auto import tqdm
 
@@ -507,28 +522,43 @@ def _host_inputs(name: str, x: PyTree) -> tuple[PyTree, int]:
     """`x` with NumPy leaves, and its batch size (axis 0 of every leaf)."""
     leaves = jax.tree_util.tree_leaves(x)
     if not leaves:
-        raise ValueError(f"`{name}` has no arrays; pass an array of examples along axis 0.")
+        raise _checks.UsageError(f"`{name}` has no arrays; pass an array of examples along axis 0.")
     x = jax.tree_util.tree_map(np.asarray, x)
     sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree_util.tree_leaves(x)}
     if None in sizes or len(sizes) != 1:
         shapes = [np.shape(leaf) for leaf in jax.tree_util.tree_leaves(x)]
-        raise ValueError(
+        raise _checks.UsageError(
             f"`{name}` must hold examples along axis 0 of every array, in equal numbers; got shapes {shapes}."
         )
     n = sizes.pop()
     if n < 1:
-        raise ValueError(f"`{name}` has no examples (shape {np.shape(leaves[0])}); pass at least one.")
+        raise _checks.UsageError(
+            f"`{name}` has no examples (shape {np.shape(leaves[0])}); pass at least one."
+        )
     return x, n
+
+
+def _check_same_dtypes(x1: PyTree, x2: PyTree) -> None:
+    """A `TypeError` for x2 of another dtype than x1: each route compiles one program for both."""
+    paths = jax.tree_util.tree_leaves_with_path(x1)
+    for (path, a), b in zip(paths, jax.tree_util.tree_leaves(x2), strict=True):
+        if a.dtype != b.dtype:
+            where = f" (leaf {jax.tree_util.keystr(path)})" if path else ""
+            raise _checks.UsageTypeError(
+                f"`x2` has dtype {b.dtype} where `x1` has {a.dtype}{where}; kernel_matrix computes both "
+                f"with one program per route. Pass both in one dtype, e.g. x2.astype(x1.dtype)."
+            )
 
 
 def _check_finite_rows(name: str, x: PyTree, n: int) -> None:
     bad = np.zeros(n, bool)
     for leaf in jax.tree_util.tree_leaves(x):
-        if np.issubdtype(leaf.dtype, np.inexact):
+        # jnp.issubdtype knows bfloat16, which NumPy's puts outside np.inexact.
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
             bad |= ~np.isfinite(leaf.reshape(n, -1)).all(axis=1)
     if bad.any():
         first = int(np.argmax(bad))
-        raise ValueError(
+        raise _checks.UsageError(
             f"`{name}` has a non-finite value (NaN or inf) in row {first} (the first bad row; "
             f"{int(bad.sum())} of {n} rows in all). Its kernel entries would be NaN: remove or repair "
             f"those rows, e.g. {name}[np.isfinite({name}).reshape(len({name}), -1).all(axis=1)]."
@@ -537,12 +567,17 @@ def _check_finite_rows(name: str, x: PyTree, n: int) -> None:
 
 def _check_finite_params(params: PyTree) -> None:
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        a = np.asarray(leaf)
-        if np.issubdtype(a.dtype, np.inexact) and not np.isfinite(a).all():
-            raise ValueError(
+        a = np.asarray(leaf) if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) else None
+        if a is not None and not np.isfinite(a).all():
+            raise _checks.UsageError(
                 f"`params` has non-finite values (NaN or inf) in leaf {jax.tree_util.keystr(path)} of shape "
                 f"{a.shape}; every kernel entry would be NaN. Pass finite parameters."
             )
+
+
+def _dtypes(tree: PyTree) -> str:
+    names = sorted({str(jnp.result_type(leaf)) for leaf in jax.tree_util.tree_leaves(tree)})
+    return "/".join(names) or "none"
 
 
 def _fn_name(fn: Callable) -> str:
@@ -562,14 +597,22 @@ def _programs(
     rows: int,
 ) -> tuple[Any, np.dtype, routes.Choice]:
     """The programs of the route `fn` takes (see `routes`), the kernel's dtype, and the choice."""
-    programs, choice = routes.choose(fn, kwargs, lanes, params, x1, entries, rows)
-    if programs.mode == "features":
-        _, dtype = programs.out_struct(params, x1)
-        return programs, dtype, choice
-    result = programs.out_struct(params, x1, x2)
+    try:
+        programs, choice = routes.choose(fn, kwargs, lanes, params, x1, entries, rows)
+        if programs.mode == "features":
+            _, dtype = programs.out_struct(params, x1)
+            return programs, dtype, choice
+        result = programs.out_struct(params, x1, x2)
+    except TypeError as e:
+        # The network refuses these inputs (e.g. stax's convolutions take only their weights' dtype).
+        raise _checks.UsageTypeError(
+            f"`fn` fails on `x1` of dtype {_dtypes(x1)} with `params` of dtype {_dtypes(params)}: {e} "
+            "kernel_matrix takes the inputs `fn` takes: pass x1 (and x2) in a dtype the network accepts, "
+            "e.g. x1.astype(np.float32)."
+        ) from e
     if not isinstance(result, jax.ShapeDtypeStruct) or tuple(result.shape) != (2, 3):
         shape = getattr(result, "shape", None) or jax.tree_util.tree_map(lambda a: a.shape, result)
-        raise ValueError(
+        raise _checks.UsageError(
             "`fn` must return an (n1, n2) array, one kernel entry per pair of examples; for batches of 2 "
             f"and 3 examples it returned {shape}. kernel_matrix tiles 2-D kernels only: trace the "
             "network's output axes (e.g. trace_axes=(-1,)) or pass a function that selects one kernel."
@@ -632,40 +675,45 @@ def _plan(
 
 
 def _existing(
-    path: Any, record: storage.Record, expected: dict, fresh: probe.Probe, tile_size: int | None
+    path: Any,
+    record: storage.Record,
+    expected: dict,
+    fresh: probe.Probe,
+    tile_size: int | None,
+    precision: Any,
 ) -> dict | None:
     """The stored record of `path` if it matches these inputs; else a ValueError, nothing touched."""
     meta = record.load_meta()
     start_over = f"Pass another `output`, or delete {str(path)!r} and {str(record.dir)!r} to start over."
     if meta is None:
         if path.exists():
-            raise ValueError(
+            raise _checks.UsageError(
                 f"`output`={str(path)!r} already exists and was not written by kernel_matrix (it has no tile "
                 f"record {str(record.dir)!r}); nothing was overwritten. Delete it or choose another path."
             )
         return None
     problems = storage.describe_mismatch(meta, expected)
     if problems:
-        raise ValueError(
+        raise _checks.UsageError(
             f"`output`={str(path)!r} holds another kernel than these arguments give: "
             + "; ".join(problems)
             + f". Nothing was overwritten. {start_over}"
         )
-    changed = probe.mismatch(probe.Probe.from_json(meta["probe"]), fresh, expected["dtype"])
+    changed = probe.mismatch(probe.Probe.from_json(meta["probe"]), fresh, precision)
     if changed:
-        raise ValueError(
+        raise _checks.UsageError(
             f"`output`={str(path)!r} holds another kernel than these arguments give: {changed}. "
             f"Nothing was overwritten. {start_over}"
         )
     if tile_size is not None and tile_size != meta["tile_size"]:
-        raise ValueError(
+        raise _checks.UsageError(
             f"`output`={str(path)!r} was started with tile_size={meta['tile_size']}, not {tile_size}; "
             f"pass tile_size={meta['tile_size']} (or None) to resume it, or another `output`."
         )
     if path.exists():
         header = storage.output_class(path).header(path)
         if header != (tuple(expected["shape"]), np.dtype(expected["dtype"])):
-            raise ValueError(
+            raise _checks.UsageError(
                 f"`output`={str(path)!r} does not hold the {tuple(expected['shape'])} {expected['dtype']} "
                 f"array its tile record describes (found {header}); nothing was overwritten. Delete it and "
                 f"{str(record.dir)!r} to start over."
@@ -811,10 +859,12 @@ class _Writer:
         if self.error is not None:
             raise self.error
         (r0, r1), (c0, c1) = _extent(self.plan, i, j)
-        tile = tile[: r1 - r0, : c1 - c0]  # without the padding
+        # In the output's dtype (a bfloat16 kernel is stored as float32, exactly): the digest is of
+        # what is stored, and the checks see it.
+        tile = np.ascontiguousarray(tile[: r1 - r0, : c1 - c0], self.output.dtype)  # without the padding
         for check in self.checks:  # before the tile is written or recorded
             check(i, j, tile)
-        self.queue.put((i, j, np.ascontiguousarray(tile)))
+        self.queue.put((i, j, tile))
 
     def _run(self) -> None:
         while True:

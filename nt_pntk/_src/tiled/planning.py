@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 
 from nt_pntk._src import checks, measure
+from nt_pntk._src.checks import GIB, KIB, MIB, parse_bytes  # noqa: F401 (parse_bytes: re-exported)
 
-KIB, MIB, GIB = 1024, 1024**2, 1024**3
 MARGIN = 1.10  # the estimate times this must fit the budget (allocator slack, small buffers)
 STAGING_TILES = 8  # output tiles held on the host per lane: writer queue, the one in hand, transposes
 SLACK_BLOCKS = 1  # Jacobian blocks of allocator slack (see FeatureCosts.peak)
@@ -34,57 +32,6 @@ TILE_OVERHEAD = 4096
 # With the route's measured costs (seconds per feature row and per kernel entry), a tile also
 # costs this much beyond its entries: dispatch, transfer to the host, the write and its record.
 TILE_OVERHEAD_SECONDS = 2e-3
-
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 10**3,
-    "kb": 10**3,
-    "m": 10**6,
-    "mb": 10**6,
-    "g": 10**9,
-    "gb": 10**9,
-    "t": 10**12,
-    "tb": 10**12,
-    "kib": KIB,
-    "mib": MIB,
-    "gib": GIB,
-    "tib": 1024**4,
-}
-
-
-def parse_bytes(name: str, value: Any) -> int | None:
-    """`value` (None, an int of bytes, or a string such as ``"2GiB"``, ``"512 MB"``) in bytes."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise TypeError(
-            f"`{name}` must be an int number of bytes or a string such as '2GiB'; got {value!r} of type "
-            f"{type(value).__name__}."
-        )
-    if checks.is_int(value):  # NumPy ints too (e.g. a size computed with NumPy)
-        if value < 1:
-            raise ValueError(f"`{name}` must be a positive number of bytes; got {value!r}.")
-        return int(value)
-    if isinstance(value, str):
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", value)
-        if match and match.group(2).lower() in _UNITS:
-            number = float(match.group(1)) * _UNITS[match.group(2).lower()]
-            if not math.isfinite(number):  # e.g. "1e400GiB": float() reads it as infinity
-                raise ValueError(
-                    f"`{name}` must be a finite number of bytes; got {value!r}, which reads as infinity. "
-                    "Pass a size such as '2GiB', or leave it out for the default."
-                )
-            if number >= 1:
-                return int(number)
-        raise ValueError(
-            f"`{name}` must be a number of bytes or a string such as '2GiB', '512MiB' or '1.5GB' "
-            f"(units B, kB, MB, GB, TB, KiB, MiB, GiB, TiB); got {value!r}."
-        )
-    raise TypeError(
-        f"`{name}` must be an int number of bytes or a string such as '2GiB'; got {value!r} of type "
-        f"{type(value).__name__}."
-    )
 
 
 def format_bytes(n: float) -> str:
@@ -107,7 +54,7 @@ def free_bytes(device: jax.Device) -> int | None:
     """The memory free on `device`: the host's available memory for a CPU, the device's limit less
     what is in use for an accelerator; None where the backend does not say."""
     if device.platform == "cpu":
-        return host_available_bytes()
+        return measure.available_memory_bytes()
     try:
         stats = device.memory_stats() or {}
     except Exception:  # backends without memory stats
@@ -115,21 +62,6 @@ def free_bytes(device: jax.Device) -> int | None:
     if "bytes_limit" in stats:
         return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
     return None
-
-
-def host_available_bytes() -> int:
-    """MemAvailable of /proc/meminfo, else the physical memory, else 8 GiB."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * KIB
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 8 * GIB
 
 
 def lane_budget(budget: int, devices: Sequence[jax.Device]) -> int:
@@ -235,7 +167,7 @@ class Plan:
         return [range(s, min(s + k, self.blocks1)) for s in range(0, self.blocks1, k)]
 
 
-class BudgetTooSmall(ValueError):
+class BudgetTooSmall(checks.UsageError):
     """Raised with the minimum budget in its message."""
 
 

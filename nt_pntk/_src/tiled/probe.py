@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nt_pntk._src import checks
+
 PyTree = Any
 PROBE_SIZE = 4  # rows of x1 and of x2 (at most): 16 entries
 
@@ -51,23 +53,28 @@ _kernel_jit = jax.jit(_kernel, static_argnums=0)
 class Probe:
     rows: list[int]
     cols: list[int]
-    values: np.ndarray  # (len(rows), len(cols)) float64
+    values: np.ndarray  # (len(rows), len(cols)) float64, or complex128 for a complex kernel
     dtype: str
     jaxpr: str | None  # BLAKE2b of fn's printed jaxpr on the probe inputs: information only
 
     def to_json(self) -> dict:
-        return {
+        stored = {
             "rows": self.rows,
             "cols": self.cols,
-            "values": [float(v) for v in self.values.ravel()],
+            "values": [float(v) for v in self.values.real.ravel()],
             "dtype": self.dtype,
         }
+        if np.iscomplexobj(self.values):
+            stored["imag"] = [float(v) for v in self.values.imag.ravel()]
+        return stored
 
     @classmethod
     def from_json(cls, stored: dict) -> Probe:
         """From a meta.json's ``probe`` (checked by `storage`)."""
         rows, cols = list(stored["rows"]), list(stored["cols"])
         values = np.asarray(stored["values"], np.float64).reshape(len(rows), len(cols))
+        if "imag" in stored:
+            values = values + 1j * np.asarray(stored["imag"], np.float64).reshape(values.shape)
         return cls(rows, cols, values, str(stored.get("dtype")), None)
 
 
@@ -98,18 +105,20 @@ def compute(
     def example(x: PyTree, i: int) -> PyTree:
         return jax.tree_util.tree_map(lambda a: a[i : i + 1], x)
 
-    values = np.empty((len(rows), len(cols)), np.float64)
+    values: np.ndarray | None = None
     with jax.default_matmul_precision("float32"):  # "highest" (JAX < 0.5 knows only this name)
         for a, r in enumerate(rows):
             for b, c in enumerate(cols):
                 entry = jitted(*prefix, example(x1, r), example(x1 if symmetric else x2, c))
                 shape = getattr(entry, "shape", None)
                 if not isinstance(entry, jax.Array) or tuple(shape) != (1, 1):
-                    raise ValueError(
+                    raise checks.UsageError(
                         "`fn` must return an (n1, n2) array, one kernel entry per pair of examples; for "
                         "batches of 1 and 1 examples it returned "
                         f"{shape if shape is not None else jax.tree_util.tree_map(jnp.shape, entry)}."
                     )
+                if values is None:  # complex kernels keep their imaginary parts
+                    values = np.empty((len(rows), len(cols)), np.result_type(entry.dtype, np.float64))
                 values[a, b] = np.asarray(entry)[0, 0]
         try:
             traced = jitted.trace(*prefix, example(x1, rows[0]), example(x1 if symmetric else x2, cols[0]))
@@ -118,6 +127,19 @@ def compute(
         except Exception:  # information only
             jaxpr = None
     return Probe(rows, cols, values, str(entry.dtype), jaxpr)
+
+
+def precision(kernel_dtype: Any, *trees: PyTree) -> np.dtype:
+    """The least precise of the kernel's dtype and the floating dtypes of the leaves of `trees` (the
+    parameters and inputs): a float64 kernel of float32 parameters is only as exact as float32."""
+    dtypes = [np.dtype(kernel_dtype)] + [
+        np.dtype(leaf.dtype)
+        for tree in trees
+        for leaf in jax.tree_util.tree_leaves(tree)
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+    ]
+    inexact = [d for d in dtypes if jnp.issubdtype(d, jnp.inexact)]
+    return max(inexact, key=lambda d: float(jnp.finfo(d).eps)) if inexact else np.dtype(kernel_dtype)
 
 
 def rtol(dtype: Any) -> float:
@@ -138,7 +160,8 @@ def tile_rtol(dtype: Any, platform: str) -> float:
     """
     tol = 10 * rtol(dtype)
     precision = str(jax.config.jax_default_matmul_precision or "default").lower()
-    if platform != "cpu" and np.dtype(dtype).itemsize <= 4 and precision not in ("highest", "float32"):
+    single = jnp.issubdtype(dtype, jnp.inexact) and jnp.finfo(dtype).bits <= 32  # complex64 included
+    if platform != "cpu" and single and precision not in ("highest", "float32"):
         tol = max(tol, 5e-2)
     return min(tol, 0.25)
 
@@ -149,14 +172,24 @@ def _scale(*values: np.ndarray) -> float:
 
 
 def _differs(a: Any, b: Any, tol: float) -> Any:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    a, b = _wide(a), _wide(b)
     same_nan = np.isnan(a) & np.isnan(b)
     with np.errstate(invalid="ignore"):
         return ~(same_nan | (np.abs(a - b) <= tol))
 
 
+def _wide(a: Any) -> np.ndarray:
+    """`a` in float64 (complex128 if complex: the imaginary part is compared too)."""
+    return np.asarray(a, np.complex128 if np.iscomplexobj(a) else np.float64)
+
+
+def _show(v: Any) -> str:
+    return f"{complex(v):.7g}" if np.iscomplexobj(v) else f"{float(v):.7g}"
+
+
 def mismatch(stored: Probe, fresh: Probe, dtype: Any) -> str | None:
-    """Why `fresh` is not the kernel of `stored`, in words, or None."""
+    """Why `fresh` is not the kernel of `stored`, in words, or None (`dtype`: what was computed in,
+    see `precision`)."""
     if (stored.rows, stored.cols) != (fresh.rows, fresh.cols):
         return (
             f"the probe entries were taken at rows {stored.rows} and columns {stored.cols}, now at rows "
@@ -172,8 +205,8 @@ def mismatch(stored: Probe, fresh: Probe, dtype: Any) -> str | None:
     a, b = np.unravel_index(int(np.argmax(gap)), gap.shape)
     return (
         f"the kernel function computes different values than the one that started this output: probe "
-        f"entry K[{stored.rows[a]}, {stored.cols[b]}] was {stored.values[a, b]:.7g} and is now "
-        f"{fresh.values[a, b]:.7g} ({int(bad.sum())} of {bad.size} probe entries differ by more than "
+        f"entry K[{stored.rows[a]}, {stored.cols[b]}] was {_show(stored.values[a, b])} and is now "
+        f"{_show(fresh.values[a, b])} ({int(bad.sum())} of {bad.size} probe entries differ by more than "
         f"{relative:.2g} times the largest, {scale:.7g}). x1, x2, params and the keyword arguments are "
         "the same, so `fn` itself changed (e.g. another activation, architecture or apply function)"
     )
@@ -182,11 +215,12 @@ def mismatch(stored: Probe, fresh: Probe, dtype: Any) -> str | None:
 class TileCheck:
     """Compares every fresh tile holding probe entries with the probe; a `ValueError` on a mismatch."""
 
-    def __init__(self, probe: Probe, tile: int, symmetric: bool, mode: str, platform: str):
+    def __init__(self, probe: Probe, tile: int, symmetric: bool, mode: str, platform: str, dtype: Any = None):
+        """`dtype`: the dtype computed in (see `precision`); the probe's own by default."""
         self.mode = mode
-        self.relative = tile_rtol(probe.dtype, platform)
+        self.relative = tile_rtol(probe.dtype if dtype is None else dtype, platform)
         self.tol = self.relative * _scale(probe.values)
-        self.entries: dict[tuple[int, int], list[tuple[int, int, float, int, int]]] = {}
+        self.entries: dict[tuple[int, int], list[tuple[int, int, Any, int, int]]] = {}
         for a, r in enumerate(probe.rows):
             for b, c in enumerate(probe.cols):
                 i, j = r // tile, c // tile
@@ -194,7 +228,7 @@ class TileCheck:
                     key, local = (j, i), (c - j * tile, r - i * tile)
                 else:
                     key, local = (i, j), (r - i * tile, c - j * tile)
-                self.entries.setdefault(key, []).append((*local, float(probe.values[a, b]), r, c))
+                self.entries.setdefault(key, []).append((*local, probe.values[a, b], r, c))
 
     def __call__(self, i: int, j: int, tile: np.ndarray) -> None:
         for lr, lc, expected, r, c in self.entries.get((i, j), ()):
@@ -208,7 +242,7 @@ class TileCheck:
                     "depend on the rest of their batch (as for nt.batch)"
                 )
                 raise ValueError(
-                    f"kernel_matrix computed K[{r}, {c}] = {float(got):.7g} in tile ({i}, {j}), but `fn` "
-                    f"itself gives {expected:.7g} for that pair (more than {self.relative:.2g} times the "
+                    f"kernel_matrix computed K[{r}, {c}] = {_show(got)} in tile ({i}, {j}), but `fn` "
+                    f"itself gives {_show(expected)} for that pair (more than {self.relative:.2g} times the "
                     f"largest probe entry apart). In mode {self.mode!r} {route}. The tile was not recorded."
                 )

@@ -65,12 +65,16 @@ def tree_digest(tree: Any) -> str:
     h.update(str(treedef).encode())
     for leaf in leaves:
         if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-            h.update(str(leaf.dtype).encode())  # a typed PRNG key: its implementation, then its bits
+            # A typed key (jax.random.key): its implementation and its raw bits.
+            h.update(f"key<{jax.random.key_impl(leaf)}>".encode())
             leaf = jax.random.key_data(leaf)
         if isinstance(leaf, (np.ndarray, jax.Array, np.generic)):
             a = np.ascontiguousarray(np.asarray(leaf))
-            h.update(f"{a.dtype.str}{a.shape}".encode())
-            h.update(a.data if a.size else b"")
+            # NumPy names ml_dtypes' types (bfloat16, float8s) all 'V<size>', and their buffers cannot
+            # be exported: the name, and the bytes through a uint8 view.
+            tag = a.dtype.name if a.dtype.kind == "V" else a.dtype.str
+            h.update(f"{tag}{a.shape}".encode())
+            h.update(a.reshape(-1).view(np.uint8).data if a.size else b"")
         else:
             h.update(repr(leaf).encode())
     return h.hexdigest()
@@ -80,12 +84,12 @@ def check_output_path(output: Any) -> Path | None:
     if output is None:
         return None
     if not isinstance(output, (str, os.PathLike)):
-        raise TypeError(
+        raise _checks.UsageTypeError(
             f"`output` must be None (in memory) or a path ending in .npy or .zarr; got {output!r}."
         )
     path = Path(output)
     if path.suffix not in SUFFIXES:
-        raise ValueError(
+        raise _checks.UsageError(
             f"`output` must end in .npy (a NumPy memmap) or .zarr (a Zarr array); got {str(output)!r}. "
             "Pass output=None to get the kernel in memory."
         )
@@ -109,20 +113,20 @@ class Record:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
-            raise ValueError(
+            raise _checks.UsageError(
                 f"The tile record {str(self.meta_path)!r} of `output`={str(self.out)!r} is unreadable ({e}); "
                 "nothing was overwritten. Delete the output and its .tiles directory to start over."
             ) from e
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             found = meta.get("format") if isinstance(meta, dict) else None
-            raise ValueError(
+            raise _checks.UsageError(
                 f"{str(self.meta_path)!r} is not a record of this version of nt_pntk.kernel_matrix (format "
                 f"{found!r}, expected {FORMAT!r}); nothing was overwritten. Choose another `output`, or "
                 f"delete {str(self.out)!r} and {str(self.dir)!r} to start over."
             )
         problem = _meta_problem(meta)
         if problem:
-            raise ValueError(
+            raise _checks.UsageError(
                 f"The tile record {str(self.meta_path)!r} of `output`={str(self.out)!r} is damaged: "
                 f"{problem}; nothing was overwritten. Delete {str(self.out)!r} and {str(self.dir)!r} "
                 "to start over."
@@ -226,6 +230,13 @@ def _meta_problem(meta: dict) -> str | None:
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     ):
         return f"probe values are {values!r}, not {len(rows) * len(cols)} numbers"
+    imag = probe.get("imag", [0.0] * len(values))  # a complex kernel's imaginary parts
+    if not (
+        isinstance(imag, list)
+        and len(imag) == len(values)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in imag)
+    ):
+        return f"probe imag are {imag!r}, not {len(values)} numbers"
     return None
 
 
@@ -260,6 +271,7 @@ class MemoryOutput:
 
     def __init__(self, shape: tuple[int, int], dtype: np.dtype):
         self.array = np.empty(shape, dtype)
+        self.dtype = self.array.dtype
 
     def write(self, r0: int, c0: int, tile: np.ndarray, mirror: bool) -> None:
         rows, cols = tile.shape
@@ -291,7 +303,9 @@ class NpyOutput:
             shape, fortran, dtype = _read_header(f)
             self.offset = f.tell()
         if fortran:
-            raise ValueError(f"{str(path)!r} is a Fortran-ordered array; kernel_matrix writes C order.")
+            raise _checks.UsageError(
+                f"{str(path)!r} is a Fortran-ordered array; kernel_matrix writes C order."
+            )
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
 
     @staticmethod

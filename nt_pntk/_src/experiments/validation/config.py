@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from nt_pntk._src import measure
+from nt_pntk._src import checks, measure
 from nt_pntk._src.experiments import models
 
 #: The configurations shipped with the package (`--config quick|paper|ci`).
@@ -71,10 +71,9 @@ MAX_CELLS = 100_000
 LABEL_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
-class ConfigError(ValueError):
-    """A configuration field is missing or invalid; the message names the field."""
-
-    exit_code = 2  # a usage error: the command line's wrapper exits with 2
+class ConfigError(checks.UsageError):
+    """A configuration field is missing or invalid; the message names the field (a usage error:
+    exit code 2)."""
 
 
 @dataclasses.dataclass(frozen=True)

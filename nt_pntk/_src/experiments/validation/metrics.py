@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import neural_tangents as nt
 import numpy as np
 
-from nt_pntk._src import numerics
+from nt_pntk._src import checks, numerics
 from nt_pntk._src.experiments import data, models
 from nt_pntk._src.experiments.validation.config import Cell, Config
 from nt_pntk._src.kernels import pntk as _pntk
@@ -286,11 +286,12 @@ def kernel_metrics(
     """
     y = targets(y_train, out)
     train, test = slice(0, n_train), slice(n_train, None)
-    f_entk = regression.predict(entk[train, train], y, entk[test, train], ridge=ridge)
-    f_pntk = regression.predict(pntk[train, train], y, pntk[test, train], ridge=ridge)
-    spectral = spectra.spectral_errors(
-        spectra.spectrum(entk[train, train]), spectra.spectrum(pntk[train, train]), top_k=1
-    )
+    with checks.computed_values():  # a kernel refused (NaN entries) is a failure, not a usage error
+        f_entk = regression.predict(entk[train, train], y, entk[test, train], ridge=ridge)
+        f_pntk = regression.predict(pntk[train, train], y, pntk[test, train], ridge=ridge)
+        spectral = spectra.spectral_errors(
+            spectra.spectrum(entk[train, train]), spectra.spectrum(pntk[train, train]), top_k=1
+        )
     inf_norm = np.sqrt(out) * np.linalg.norm(theta_inf)  # ‖Θ∞ ⊗ I_O‖
     return {
         **{metric: sums.relative_error(kernel) for kernel, metric in APPROXIMATIONS.items()},

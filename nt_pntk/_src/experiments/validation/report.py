@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import os
 import platform
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nt_pntk._src import checks, deprecations, files
+from nt_pntk._src import checks, deprecations, files, measure
 from nt_pntk._src.experiments.validation import fits
 from nt_pntk._src.experiments.validation.metrics import EXPECTED_SLOPES
 
@@ -126,31 +125,17 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-def _memory() -> str:
-    try:
-        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        return f"{pages / 2**30:.0f} GiB"
-    except (ValueError, OSError, AttributeError):
-        return "unknown memory"
-
-
-def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def environment() -> dict[str, str]:
     """Date, commit, machine and versions, as the report's header states them."""
     versions = ", ".join(
-        f"{name} {_version(name)}"
+        f"{name} {measure.installed_version(name)}"
         for name in ("nt-pntk", "jax", "jaxlib", "neural-tangents", "numpy", "scipy", "pandas")
     )
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": _commit(),
-        "machine": f"{platform.system()} {platform.machine()}, {_cpu()}, {os.cpu_count()} cores, {_memory()}",
+        "machine": f"{platform.system()} {platform.machine()}, {_cpu()}, {os.cpu_count()} cores, "
+        f"{measure.physical_memory_bytes() / 2**30:.0f} GiB",
         "versions": f"Python {platform.python_version()}, {versions}",
     }
 

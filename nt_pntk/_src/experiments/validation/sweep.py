@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from nt_pntk._src import deprecations, files
+from nt_pntk._src import checks, deprecations, files
 from nt_pntk._src.experiments.validation.config import Cell, Config
 from nt_pntk._src.experiments.validation.metrics import EXPECTED_SLOPES, cell_columns, measure_cell
 
@@ -25,10 +25,9 @@ IDENTITY_COLUMNS = ("key", "sweep", "role", "architecture", "data", "width", "ou
 ROW_COLUMNS = (*IDENTITY_COLUMNS, "phase", *EXPECTED_SLOPES)
 
 
-class OutDirError(ValueError):
-    """`--output` cannot hold this run's results; the message says why and what to do."""
-
-    exit_code = 2  # a usage error: the fix is another `--output` (or removing a file in it)
+class OutDirError(checks.UsageError):
+    """`--output` cannot hold this run's results; the message says why and what to do (a usage
+    error, exit code 2: the fix is another `--output`, or removing a file in it)."""
 
 
 class CellFileError(ValueError):
