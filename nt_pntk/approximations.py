@@ -1,4 +1,4 @@
-"""The N×N approximations of the eNTK, as typed objects and as functions with NT's signature.
+"""The N×N approximations of the eNTK as typed objects; ``kernel_fn(f, ...)`` of each has NT's signature.
 
 See `nt_pntk._src.kernels.approximations` for the table of definitions and costs.
 
@@ -16,50 +16,32 @@ Example:
   2
 """
 
+from nt_pntk._src import deprecations as _deprecations
 from nt_pntk._src.kernels.approximations import (
-    APPROXIMATION_NAMES,
-    APPROXIMATIONS,
     PNTK,
     Approximation,
-    ApproximationName,
     EmpiricalKernelFn,
     FullENTK,
     Projection,
     SingleLogit,
     Trace,
-    approximation,
-    approximation_fn,
-    empirical_entk_fn,
-    empirical_projection_fn,
-    empirical_single_logit_fn,
-    empirical_trace_fn,
-    jacobian_rows,
     projection_directions,
 )
 from nt_pntk._src.kernels.features import NotAGramKernel
-from nt_pntk._src.kernels.pntk import empirical_pntk_fn
 from nt_pntk._src.numerics import entk_relative_error as relative_error
 
 __all__ = [
-    "APPROXIMATIONS",
-    "APPROXIMATION_NAMES",
     "PNTK",
     "Approximation",
-    "ApproximationName",
     "EmpiricalKernelFn",
     "FullENTK",
     "NotAGramKernel",
     "Projection",
     "SingleLogit",
     "Trace",
-    "approximation",
-    "approximation_fn",
-    "empirical_entk_fn",
-    "empirical_pntk_fn",
-    "empirical_projection_fn",
-    "empirical_single_logit_fn",
-    "empirical_trace_fn",
-    "jacobian_rows",
     "projection_directions",
     "relative_error",
 ]
+
+# Old names (`approximation_fn`, `approximation`, ...): served with a warning from the one table.
+__getattr__ = _deprecations.module_getattr(__name__)

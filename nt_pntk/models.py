@@ -1,7 +1,8 @@
-"""Deprecated alias of `nt_pntk.experiments.models` (removed in the next release)."""
+"""Deprecated alias of `nt_pntk.experiments.models` (see `nt_pntk._src.deprecations`)."""
 
-from nt_pntk._src import checks as _checks
+from nt_pntk._src import deprecations as _deprecations
 from nt_pntk.experiments.models import *  # noqa: F403
 from nt_pntk.experiments.models import __all__  # noqa: F401
 
-_checks.deprecated("nt_pntk.models", "nt_pntk.experiments.models", stacklevel=2)
+_deprecations.warn_module(__name__)
+__getattr__ = _deprecations.alias_module_getattr(__name__)

@@ -39,14 +39,14 @@ import nt_pntk
 import neural_tangents as nt
 from neural_tangents import stax
 
-from nt_pntk import approximations
+from nt_pntk._src.kernels import approximations
 from nt_pntk.experiments import models
 
-OUTPUTS = 10  # O: the jaxlib 0.10.2 miscompile (issue #9) shows at O = 10, not at O = 1 or 64
+OUTPUTS = 10  # O: the jaxlib 0.10.2 miscompile shows at O = 10, not at O = 1 or 64
 LOGIT = 3  # the single-logit kernel's k
 PROJECTIONS, PROJECTION_SEED = 2, 1
 # (N1, N2 when x2 is another batch): on both sides of 64, where XLA:CPU changes how it compiles.
-# Batches, tiles and nt.batch's batches of 64 or more: the miscompile of issue #9 needs them.
+# Batches, tiles and nt.batch's batches of 64 or more: jaxlib 0.10.2's miscompile needs them.
 SIZES = {"small": (6, 4), "large": (128, 64)}
 BATCH = {"small": 2, "large": 64}  # nt.batch's batch size: divides N1 and N2
 TILE = {"small": 4, "large": 80}  # kernel_matrix's tile size: pads the last tile
@@ -244,7 +244,7 @@ def network(architecture: str) -> Network:
     if architecture == "mlp":
         return _stax((stax.Dense(16), stax.Relu(), stax.Dense(16), stax.Erf(), stax.Dense(OUTPUTS)), flat)
     if architecture == "cnn_gap":
-        # 64 channels into the readout: jaxlib 0.10.2 miscompiled this one's pNTK (issue #9), not at 8.
+        # 64 channels into the readout: jaxlib 0.10.2 miscompiled this one's pNTK, not at 8.
         layers = (conv(8, (3, 3)), stax.Relu(), conv(64, (3, 3)), stax.Relu(), stax.GlobalAvgPool())
         return _stax((*layers, stax.Dense(OUTPUTS)), image)
     if architecture == "cnn_flatten":

@@ -12,6 +12,7 @@ import pytest
 from reference import RTOL, assert_close, full_entk_jacobian, kernel, problem
 
 from nt_pntk import approximations
+from nt_pntk._src.kernels import approximations as by_name  # the deprecated lookups by name
 
 O = 4  # noqa: E741  (the number of outputs, as in the paper)
 M = 3  # projection directions
@@ -50,7 +51,7 @@ DEFINITIONS = [
 @pytest.mark.usefixtures("float64")  # to 1e-10: a wrong entry or layout cannot hide in round-off
 def test_matches_its_definition_from_the_full_entk(name, options, definition):
     p = problem("fc", out=O)
-    kernel_fn = approximations.approximation_fn(name, p.f, vmap_axes=0, **options)
+    kernel_fn = by_name.approximation_fn(name, p.f, vmap_axes=0, **options)
     assert_close(kernel(kernel_fn, p.x1, p.x2, p.params), definition(entk_blocks(p, p.x2)))
 
 
@@ -59,7 +60,7 @@ def test_single_axis_kernels_keep_other_axes(name):
     # An (N, T, O) output with the time axis T kept diagonal: one kernel per t.
     p = problem("seq", out=O)
     options = {"logit": LOGIT} if name == "single_logit" else {"m": M, "seed": SEED}
-    kernel_fn = approximations.approximation_fn(name, p.f, diagonal_axes=(1,), **options)
+    kernel_fn = by_name.approximation_fn(name, p.f, diagonal_axes=(1,), **options)
     full = full_entk_jacobian(p.f, p.x1, p.x2, p.params)  # (N1, T, O, N2, T, O)
     e = np.einsum("atobtp->abtop", full)  # (N1, N2, T, O, O): the diagonal in t
     if name == "single_logit":
@@ -78,7 +79,7 @@ def test_projection_is_unbiased_for_the_trace():
     m, z = 4000, 5.0
     p = problem("fc", out=O)
     e = entk_blocks(p, p.x2)
-    kernel_fn = approximations.approximation_fn("projection", p.f, vmap_axes=0, m=m, seed=SEED)
+    kernel_fn = by_name.approximation_fn("projection", p.f, vmap_axes=0, m=m, seed=SEED)
     projected = np.asarray(kernel(kernel_fn, p.x1, p.x2, p.params), np.float64)
     trace = np.einsum("aboo->ab", e) / O
     symmetric = (e + e.swapaxes(2, 3)) / 2
@@ -119,15 +120,15 @@ def test_no_o_by_o_intermediates(name, options, builds_oxo):
     # so an array with two axes of size O is an O×O block (of the eNTK or of O Jacobian rows per output).
     out = 7
     p = problem("fc", out=out)
-    kernel_fn = approximations.approximation_fn(name, p.f, vmap_axes=0, **options)
+    kernel_fn = by_name.approximation_fn(name, p.f, vmap_axes=0, **options)
     jaxpr = jax.make_jaxpr(kernel_fn)(p.x1, p.x2, p.params).jaxpr
     assert bool(_wide_intermediates(jaxpr, out)) == builds_oxo
 
 
 def test_jacobian_rows():
-    rows = {n: approximations.jacobian_rows(n, O) for n in approximations.APPROXIMATION_NAMES}
+    rows = {n: by_name.jacobian_rows(n, O) for n in by_name.APPROXIMATION_NAMES}
     assert rows == {"entk": O, "pntk": 1, "trace": O, "single_logit": 1, "projection": 1}
-    assert approximations.jacobian_rows("projection", O, m=M) == M
+    assert by_name.jacobian_rows("projection", O, m=M) == M
 
 
 def test_projection_directions_are_seeded_and_scaled():
@@ -157,7 +158,7 @@ def test_relative_error_matches_the_kronecker_product():
 def test_unknown_name_lists_the_names():
     names = r"\('entk', 'pntk', 'trace', 'single_logit', 'projection'\); got 'ntk'"
     with pytest.raises(ValueError, match=rf"`name` must be one of {names}"):
-        approximations.approximation_fn("ntk", problem("fc").f)
+        by_name.approximation_fn("ntk", problem("fc").f)
 
 
 @pytest.mark.parametrize(
@@ -176,20 +177,20 @@ def test_unknown_name_lists_the_names():
 )
 def test_bad_options(name, options, error, match):
     with pytest.raises(error, match=match):
-        approximations.approximation_fn(name, problem("fc").f, **options)
+        by_name.approximation_fn(name, problem("fc").f, **options)
 
 
 @pytest.mark.parametrize("name", ["single_logit", "projection"])
 @pytest.mark.parametrize("trace_axes", [(), (1, 2)])
 def test_single_axis_kernels_need_one_trace_axis(name, trace_axes):
     with pytest.raises(ValueError, match=r"`trace_axes` must name exactly one output axis, the logit axis"):
-        approximations.approximation_fn(name, problem("seq").f, trace_axes=trace_axes)
+        by_name.approximation_fn(name, problem("seq").f, trace_axes=trace_axes)
 
 
 @pytest.mark.parametrize("logit", [O, -O - 1])
 def test_logit_out_of_range(logit):
     p = problem("fc", out=O)
-    kernel_fn = approximations.approximation_fn("single_logit", p.f, logit=logit)
+    kernel_fn = by_name.approximation_fn("single_logit", p.f, logit=logit)
     with pytest.raises(ValueError, match=rf"use 0 <= logit < {O} .*; got logit={logit}"):
         jax.eval_shape(kernel_fn, p.x1, p.x2, p.params)
 
@@ -197,14 +198,14 @@ def test_logit_out_of_range(logit):
 @pytest.mark.parametrize("name", ["trace", "entk", "single_logit", "projection"])
 def test_trace_axis_out_of_range(name):
     p = problem("fc", out=O)
-    kernel_fn = approximations.approximation_fn(name, p.f, trace_axes=(2,))
+    kernel_fn = by_name.approximation_fn(name, p.f, trace_axes=(2,))
     with pytest.raises(ValueError, match=r"`trace_axes` has axis 2, out of range .* rank 2"):
         jax.eval_shape(kernel_fn, p.x1, p.x2, p.params)
 
 
 def test_mismatched_inputs():
     p = problem("fc", out=O)
-    kernel_fn = approximations.approximation_fn("projection", p.f, m=M)
+    kernel_fn = by_name.approximation_fn("projection", p.f, m=M)
     with pytest.raises(ValueError, match=r"`x1` and `x2` must agree in every axis but the batch axis"):
         kernel_fn(p.x1, p.x2[:, :-1], p.params)
 

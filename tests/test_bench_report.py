@@ -499,7 +499,7 @@ def test_bench_report_imports_neither_jax_nor_scipy(results_dir, tmp_path):
     assert any((tmp_path / "csv").glob("exponents-*.csv")) and any((tmp_path / "csv").glob("compare-*.csv"))
 
 
-# --- Corrupt results files (issue 16): an error naming the file, never figures silently dropped. ---
+# --- Corrupt results files: an error naming the file, never figures silently dropped. ---
 
 
 def _corrupt(results_dir: Path, commit: str, change) -> Path:

@@ -590,7 +590,7 @@ def test_kernel_without_output_or_plan(tmp_path, capsys):
     assert "--output is required" in error_line(capsys)
 
 
-# --- Issue 16: the library's checks speak for every option; user code failing is one line (exit 1). ---
+# --- The library's checks speak for every option; user code failing is one line (exit 1). ---
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Every route to every kernel against per-example gradients (see `differential`).
 
-Three tiers: the cases that were wrong before issue #9's fixes (the small one in
+Three tiers: the cases that were wrong before the fixes of the XLA:CPU miscompile (the small one in
 the quick run ``-m "not slow"``, all of them in CI's full run); the pairwise
 design (every pair of values of two dimensions in some case, about 60 cases,
 minutes), marked ``slow``, in CI's full run; the sweep (every architecture ×
@@ -41,7 +41,7 @@ import nt_pntk
 # isort: split
 import neural_tangents as nt
 
-# Wrong before the fixes of issue #9: jaxlib 0.10.2 miscompiled the pNTK's readout under jit
+# Wrong before their fixes: jaxlib 0.10.2 miscompiled the pNTK's readout under jit
 # (STRUCTURED_DERIVATIVES, 64 or more examples); JAX 0.10's `slice` broke STRUCTURED_DERIVATIVES
 # for the single-logit kernel.
 REGRESSIONS = (

@@ -10,11 +10,12 @@ import pytest
 from reference import assert_close, full_entk_jacobian, kernel, pntk_from_full, problem
 
 import nt_pntk
+from nt_pntk._src.kernels.pntk import KERNEL_NAMES
 from nt_pntk.experiments import data
 
 FACTORIES = [nt_pntk.empirical_pntk_fn, nt_pntk.empirical_kernel_fn]
 # `empirical_pntk_fn`'s kernel, and each `get` of `empirical_kernel_fn`.
-KINDS = ["pntk_fn", *nt_pntk.KERNEL_NAMES]
+KINDS = ["pntk_fn", *KERNEL_NAMES]
 
 
 def compute(kind, p, x2, **options):

@@ -21,6 +21,7 @@ from reference import (
 )
 
 import nt_pntk
+from nt_pntk._src.kernels.pntk import KERNEL_NAMES
 
 # (problem, trace_axes, diagonal_axes, vmap_axes)
 CONFIGS = [("fc", (-1,), (), 0), ("seq", (-1,), (1,), None)]
@@ -53,7 +54,7 @@ def kernel_with_get(kernel_fn, get, p, **kwargs):
         # those axes is in test_pntk's quick run).
         pytest.param(*config, get, marks=pytest.mark.slow if config[0] == "seq" and get != "nngp" else ())
         for config in CONFIGS
-        for get in nt_pntk.KERNEL_NAMES
+        for get in KERNEL_NAMES
     ],
     ids=str,
 )

@@ -1,4 +1,4 @@
-"""The network's keyword arguments on every route, and non-finite kernels (issue #16).
+"""The network's keyword arguments on every route, and non-finite kernels.
 
 Every kernel here is compared with `pntk_reference`: per-example gradients of
 the summed logits in float64, each side with the keyword arguments NT's

@@ -211,7 +211,7 @@ def test_summed_logits_fn_keeps_rank():
 
 @pytest.mark.parametrize("trace_axes", [(0,), (0, 1)])
 def test_summing_batches_of_different_sizes_is_refused(trace_axes):
-    """Summing over the batch axis pairs x1's and x2's examples: their counts must agree (issue #9)."""
+    """Summing over the batch axis pairs x1's and x2's examples: their counts must agree."""
     p = problem("fc", out=5, n1=6, n2=7)
     pntk_fn = nt_pntk.empirical_pntk_fn(p.f, trace_axes=trace_axes)
     with pytest.raises(ValueError, match=r"`trace_axes` has output axis 0, where f\(x1\) and f\(x2\) differ"):

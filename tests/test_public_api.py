@@ -9,6 +9,7 @@ import pkgutil
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -17,6 +18,9 @@ import tiled_helpers as th
 
 import nt_pntk
 from nt_pntk import approximations, tiled
+from nt_pntk._src import deprecations
+from nt_pntk._src.kernels import approximations as by_name  # the deprecated lookups by name
+from nt_pntk._src.kernels import pntk
 from nt_pntk.approximations import PNTK, EmpiricalKernelFn, FullENTK, Projection, SingleLogit, Trace
 from nt_pntk.experiments import data, models
 from nt_pntk.tiled import kernel_matrix
@@ -64,8 +68,8 @@ def test_every_name_in_all_resolves(name):
 
 
 def test_top_level_names_are_the_documented_objects():
-    assert nt_pntk.empirical_pntk_fn is approximations.empirical_pntk_fn
-    assert nt_pntk.PNTK is PNTK and nt_pntk.FullENTK is FullENTK
+    assert nt_pntk.empirical_pntk_fn is pntk.empirical_pntk_fn
+    assert nt_pntk.approximations.PNTK is PNTK and nt_pntk.approximations.FullENTK is FullENTK
     assert nt_pntk.kernel_matrix is kernel_matrix
     assert set(nt_pntk.__all__) <= set(dir(nt_pntk))
     with pytest.raises(AttributeError, match=r"module 'nt_pntk' has no attribute 'empirical_ntk_fn'"):
@@ -85,6 +89,133 @@ def test_import_nt_pntk_imports_no_jax():
     before, after = proc.stdout.splitlines()
     assert before.startswith("[] "), f"`import nt_pntk` imported {before}"
     assert after == "True True"
+
+
+# --- The surface: each public module's `__all__` is what the user guide and the reference document. ---
+
+ROOT = Path(__file__).resolve().parents[1]
+PUBLIC_API = {
+    "nt_pntk": [
+        "__version__",
+        "adapters",
+        "approximations",
+        "cli",
+        "compat",
+        "empirical_entk_fn",
+        "empirical_kernel_fn",
+        "empirical_pntk_fn",
+        "empirical_projection_fn",
+        "empirical_single_logit_fn",
+        "empirical_trace_fn",
+        "experiments",
+        "from_equinox",
+        "from_linen",
+        "from_nnx",
+        "kernel_matrix",
+        "regression",
+        "spectra",
+        "summed_logits_fn",
+        "tiled",
+    ],
+    "nt_pntk.approximations": [
+        "PNTK",
+        "Approximation",
+        "EmpiricalKernelFn",
+        "FullENTK",
+        "NotAGramKernel",
+        "Projection",
+        "SingleLogit",
+        "Trace",
+        "projection_directions",
+        "relative_error",
+    ],
+    "nt_pntk.tiled": [
+        "KernelMatrixPlan",
+        "KernelMatrixStats",
+        "NonFiniteKernelError",
+        "kernel_matrix",
+        "plan_kernel_matrix",
+    ],
+    "nt_pntk.regression": ["predict"],
+    "nt_pntk.spectra": [
+        "SpectralErrors",
+        "Spectrum",
+        "repeated_eigenvalue_errors",
+        "spectral_errors",
+        "spectrum",
+    ],
+    "nt_pntk.adapters": ["from_equinox", "from_linen", "from_nnx"],
+    "nt_pntk.compat": [
+        "SUPPORTED_NT_VERSION",
+        "AppliedPatch",
+        "PatchKind",
+        "XlaMiscompileWarning",
+        "applied_patches",
+        "xla_status",
+    ],
+    # The experiments: documented module by module on the reference page (docs/experiments.rst).
+    "nt_pntk.experiments": ["data", "figure1", "models", "validation"],
+    "nt_pntk.experiments.models": [
+        "B_STD",
+        "MAX_LAYERS",
+        "MAX_WIDTH",
+        "MODELS",
+        "RESNET_STAGES",
+        "W_STD",
+        "Model",
+        "builder_options",
+        "cnn",
+        "fc",
+        "get_model",
+        "parameter_bytes",
+        "resnet",
+        "wide_resnet",
+    ],
+    "nt_pntk.experiments.data": ["centred_one_hot", "digits_split", "load_digits_images"],
+    "nt_pntk.experiments.figure1": [
+        "DEFAULT_DEPTHS",
+        "DEFAULT_OUTPUTS",
+        "FULL_SIZE",
+        "REDUCED",
+        "measure",
+        "plot",
+    ],
+    "nt_pntk.experiments.validation": [
+        "Config",
+        "ConfigError",
+        "fit_slopes",
+        "load",
+        "parse",
+        "run_sweep",
+        "write_report",
+    ],
+}
+
+
+def test_all_is_the_public_api():
+    with_all = {name for name in public_modules() if hasattr(importlib.import_module(name), "__all__")}
+    assert with_all == set(PUBLIC_API)
+    for name, expected in PUBLIC_API.items():
+        assert sorted(importlib.import_module(name).__all__) == sorted(expected), name
+
+
+def _docs_text() -> str:
+    pages = sorted((ROOT / "docs" / "guide").glob("*.rst")) + sorted((ROOT / "docs").glob("*.rst"))
+    return "\n".join(page.read_text() for page in pages)
+
+
+@pytest.mark.parametrize("module", [m for m in PUBLIC_API if not m.startswith("nt_pntk.experiments")])
+def test_every_public_name_is_in_the_guide(module):
+    """Each name is written out (``nt_pntk.spectra.spectrum``, ``spectra.spectrum``) in the user guide or
+    the reference's text, not only listed by autodoc; the experiments' reference documents them whole."""
+    text = _docs_text()
+    last = module.rpartition(".")[2]
+    missing = [
+        name
+        for name in PUBLIC_API[module]
+        if name != "__version__" and not re.search(rf"\b(nt_pntk|{module}|{last})\.{re.escape(name)}\b", text)
+    ]
+    assert not missing, f"{module}: {missing} are not in docs/guide/*.rst nor docs/*.rst"
 
 
 # --- Deprecated names: they work, warn with the new name, and give what the new name gives. ---
@@ -108,7 +239,7 @@ def fresh_deprecated_modules():
 @pytest.mark.parametrize(("old", "new"), DEPRECATED_MODULES.items())
 @pytest.mark.parametrize("how", ["import", "attribute"])
 def test_deprecated_modules(old, new, how):
-    message = rf"{old} is deprecated \(removed in the next release\); use {new}\."
+    message = rf"{old} is deprecated \(removed in 0\.4\.0\); use {new}\."
     with pytest.warns(DeprecationWarning, match=message):
         module = importlib.import_module(old) if how == "import" else getattr(nt_pntk, old.split(".")[1])
     replacement = importlib.import_module(new)
@@ -147,7 +278,7 @@ def test_projection_directions_and_jacobian_rows_out():
         old = approximations.projection_directions(3, out=4, seed=1)
     np.testing.assert_array_equal(old, approximations.projection_directions(3, 4, seed=1))
     with pytest.warns(DeprecationWarning, match=r"jacobian_rows\(\): `out` is deprecated .*`outputs`"):
-        assert approximations.jacobian_rows("trace", out=4) == approximations.jacobian_rows("trace", 4) == 4
+        assert by_name.jacobian_rows("trace", out=4) == by_name.jacobian_rows("trace", 4) == 4
 
 
 @pytest.fixture(scope="module")
@@ -200,22 +331,22 @@ def test_jacobian_rows_per_class():
 
 
 def test_approximation_lookup():
-    assert approximations.approximation("projection", m=3) == Projection(m=3, seed=0)
-    assert approximations.approximation("single_logit", logit=2) == SingleLogit(logit=2)
-    assert approximations.approximation("pntk") == PNTK()
-    for name in approximations.APPROXIMATION_NAMES:
-        assert approximations.approximation(name).name == name
+    assert by_name.approximation("projection", m=3) == Projection(m=3, seed=0)
+    assert by_name.approximation("single_logit", logit=2) == SingleLogit(logit=2)
+    assert by_name.approximation("pntk") == PNTK()
+    for name in by_name.APPROXIMATION_NAMES:
+        assert by_name.approximation(name).name == name
     names = r"\('entk', 'pntk', 'trace', 'single_logit', 'projection'\)"
     with pytest.raises(ValueError, match=rf"`name` must be one of {names}; got 'ntk'\."):
-        approximations.approximation("ntk")
+        by_name.approximation("ntk")
     with pytest.raises(TypeError, match=rf"`name` must be one of {names}; got 3 of type int\."):
-        approximations.approximation(3)
+        by_name.approximation(3)
     with pytest.raises(
         TypeError, match=r"'projection' takes only \['m', 'seed'\]; got \['k'\]\. The options"
     ):
-        approximations.approximation("projection", k=3)
+        by_name.approximation("projection", k=3)
     with pytest.raises(TypeError, match=r"'trace' takes no options; got \['m'\]\."):
-        approximations.approximation("trace", m=3)
+        by_name.approximation("trace", m=3)
 
 
 @pytest.mark.parametrize(
@@ -237,3 +368,47 @@ def test_kernel_matrix_refuses_the_full_entk(p, tmp_path):
     with pytest.raises(ValueError, match=message):
         kernel_matrix(fn, p.x1, None, p.params, output=tmp_path / "k.npy", **th.COMMON)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- The table of deprecated names (nt_pntk._src.deprecations). ---
+
+DEPRECATED_ATTRIBUTES = [e for e in deprecations.DEPRECATIONS if e.kind == "attribute"]
+
+
+@pytest.mark.parametrize("entry", DEPRECATED_ATTRIBUTES, ids=lambda e: e.name)
+def test_deprecated_attributes(entry):
+    """Each works, warns at the line that uses it (naming the new name and the release that removes
+    it), gives what the new name gives, and is in no `__all__`."""
+    module = importlib.import_module(entry.where)
+    with pytest.warns(DeprecationWarning, match=rf"^{re.escape(entry.message())}$") as caught:
+        old = getattr(module, entry.old)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    assert old is entry.resolve()
+    if re.fullmatch(r"nt_pntk(\.\w+)+", entry.new):  # a plain new name: the same object
+        new_module, _, new_name = entry.new.rpartition(".")
+        assert old is getattr(importlib.import_module(new_module), new_name)
+    assert entry.old not in module.__all__
+
+
+def test_the_changelog_lists_the_table():
+    """``CHANGELOG.md`` lists every deprecated name under the release that deprecated it, with the
+    release that removes it, as `deprecations.changelog_table` writes it."""
+    text = (ROOT / "CHANGELOG.md").read_text()
+    sections = {part.partition("\n")[0].strip(): part for part in re.split(r"^## ", text, flags=re.M)[1:]}
+    for release in deprecations.releases():
+        assert deprecations.changelog_table(release) in sections[release], (
+            f"the CHANGELOG's deprecations of {release} differ from nt_pntk._src.deprecations; its table:\n"
+            + deprecations.changelog_table(release)
+        )
+    assert text.count("| deprecated | use instead | removed in |") == len(deprecations.releases())
+
+
+def test_every_deprecation_is_removed_in_a_later_release():
+    def release(text):
+        return tuple(int(part) for part in re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", text).groups())
+
+    for entry in deprecations.DEPRECATIONS:
+        assert release(entry.removed_in) > release(nt_pntk.__version__), entry
+    assert len({(e.kind, e.where, e.old) for e in deprecations.DEPRECATIONS}) == len(
+        deprecations.DEPRECATIONS
+    )

@@ -394,7 +394,7 @@ def test_genuine_float32_kernels_pass(implementation, t):
         assert_close(actual, expected, rtol=1e-3)  # K⁻¹ amplifies the float32 round-off at t=None
 
 
-# --- Singular kernels and extreme times (issue 16: |f| ≈ 1e267 at t=1e300). ---
+# --- Singular kernels and extreme times (|f| was ≈ 1e267 at t=1e300). ---
 
 EXTREME_TIMES = [0.0, 0.3, 40.0, 1e6, 1e300, np.inf, None]
 

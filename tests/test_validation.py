@@ -614,7 +614,7 @@ def test_bad_readout_sweeps_are_named(sweep, message):
         config.parse({**MINI, "sweep": [sweep]})
 
 
-# --- Issue 16: a configuration that cannot run is refused by the check, naming the field. ---
+# --- A configuration that cannot run is refused by the check, naming the field. ---
 
 
 def _sweep(**change) -> dict:

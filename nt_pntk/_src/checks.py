@@ -17,8 +17,6 @@ import contextlib
 import math
 import operator
 import re
-import sys
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,9 +47,6 @@ def computed_values() -> Any:
         yield
     except UsageError as e:
         raise ValueError(str(e)) from e
-
-
-_MISSING = object()
 
 
 def is_int(value: Any) -> bool:
@@ -86,11 +81,6 @@ def _numpy_bool() -> type:
 def positive_int(name: str, value: Any) -> int:
     """An int >= 1."""
     return _int_at_least(name, value, 1)
-
-
-def non_negative_int(name: str, value: Any) -> int:
-    """An int >= 0."""
-    return _int_at_least(name, value, 0)
 
 
 def _int_at_least(name: str, value: Any, least: int) -> int:
@@ -290,54 +280,6 @@ def one_of(name: str, value: Any, choices: Sequence[Any]) -> Any:
     raise UsageError(f"`{name}` must be one of {list(choices)}; got {value!r}.")
 
 
-def renamed(
-    function: str,
-    old: str,
-    old_value: Any,
-    new: str,
-    new_value: Any,
-    *,
-    default: Any = None,
-    required: bool = False,
-) -> Any:
-    """The value of a keyword argument renamed from `old` to `new` (the old name deprecated).
-
-    Passing `old` warns (`DeprecationWarning` naming `new`); passing both is a
-    `TypeError`. `new_value` is None when not passed.
-    """
-    if old_value is not None:
-        if new_value is not None:
-            raise UsageTypeError(
-                f"{function}() got both `{new}` and its deprecated name `{old}`; pass `{new}` only."
-            )
-        warnings.warn(
-            f"{function}(): `{old}` is deprecated (removed in the next release); use `{new}`.",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        return old_value
-    if new_value is None:
-        if required:
-            raise UsageTypeError(f"{function}() is missing the argument `{new}`.")
-        return default
-    return new_value
-
-
-def deprecated(old: str, new: str, *, stacklevel: int = 3) -> None:
-    """Warns that `old` is deprecated (removed in the next release) in favour of `new`."""
-    warnings.warn(
-        f"{old} is deprecated (removed in the next release); use {new}.",
-        DeprecationWarning,
-        stacklevel=stacklevel,
-    )
-
-
-def warn_deprecated(prog: str, what: str, fix: str) -> None:
-    """One line on stderr for a command-line user: ``<prog>: warning: <what>; <fix>`` (e.g. an option
-    renamed)."""
-    print(f"{prog}: warning: {what}; {fix}", file=sys.stderr)
-
-
 def implementation(value: Any) -> Any:
     """Returns `value` as an `nt.NtkImplementation`, or raises a clear error."""
     import neural_tangents as nt
@@ -445,14 +387,6 @@ def has_parameters(params: Any) -> None:
             "sum over the network's parameters: pass the parameters the network is applied with "
             "(those its init_fn returns), or a network that has some."
         )
-
-
-def output_axes(fx: Any, trace_axes: tuple[int, ...], diagonal_axes: tuple[int, ...]) -> None:
-    """Checks the axes against every leaf of the output (shapes) `fx`, as `normalize_output_axes`."""
-    import jax
-
-    for leaf in jax.tree_util.tree_leaves(fx):
-        normalize_output_axes(trace_axes, diagonal_axes, len(leaf.shape))
 
 
 def matching_output_axes(

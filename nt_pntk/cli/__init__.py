@@ -10,7 +10,7 @@ import traceback
 from typing import Any
 
 # One type for every usage error (exit code 2): the library's checks raise it, with the option's name.
-from nt_pntk._src.checks import UsageError, warn_deprecated  # noqa: F401 (UsageError: the subcommands')
+from nt_pntk._src.checks import UsageError  # noqa: F401 (the subcommands')
 from nt_pntk._src.user_code import (  # noqa: F401 (the subcommands' helpers)
     UserCodeError,
     load_user_function,
@@ -69,36 +69,6 @@ class _VersionAction(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         print(version_text())
         parser.exit()
-
-
-class _DeprecatedAlias(argparse.Action):
-    """A hidden old name of an option: stores into the new option's `dest` after one line on stderr."""
-
-    def __init__(self, option_strings, dest, *, new: str, **kwargs):
-        self.new = new
-        super().__init__(option_strings, dest, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        warn_deprecated(parser.prog, f"{option_string} is deprecated", f"use {self.new}")
-        setattr(namespace, self.dest, values)
-
-
-def add_deprecated_alias(parser: Any, old: str, new: str, **kwargs: Any) -> None:
-    """Adds `old` as a deprecated name of the option `new`, hidden from ``--help``.
-
-    `kwargs` are those of `new` that parse its value (``type``, ``nargs``, ``choices``,
-    ``metavar``); using `old` stores into `new`'s destination and prints one warning
-    line naming `new`. Removed in the release after the renaming.
-    """
-    parser.add_argument(
-        old,
-        dest=new.lstrip("-").replace("-", "_"),
-        action=_DeprecatedAlias,
-        new=new,
-        default=argparse.SUPPRESS,  # the new option's default stands
-        help=argparse.SUPPRESS,
-        **kwargs,
-    )
 
 
 def add_timing_arguments(parser: argparse.ArgumentParser, *, time_budget: float) -> None:

@@ -37,8 +37,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from nt_pntk._src import deprecations
 from nt_pntk._src.experiments import compare as experiment
-from nt_pntk.cli import add_deprecated_alias, add_timing_arguments, option_name, save_csv
+from nt_pntk.cli import add_timing_arguments, option_name, save_csv
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "FUNCTION)",
     )
     parser.add_argument("--outputs", type=int, default=10, help="number of outputs O (default: 10)")
-    add_deprecated_alias(parser, "--out", "--outputs", type=int)
+    deprecations.add_option_alias(parser, "compare", "--out", type=int)
     parser.add_argument("--n-train", type=int, default=200, help="training images (default: 200)")
     parser.add_argument("--n-test", type=int, default=100, help="test images (default: 100)")
     parser.add_argument(

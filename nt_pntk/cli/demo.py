@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nt_pntk._src import measure
+from nt_pntk._src import deprecations, measure
 from nt_pntk._src.experiments import demo as experiment
-from nt_pntk.cli import add_deprecated_alias, add_timing_arguments, option_name, save_csv
+from nt_pntk.cli import add_timing_arguments, option_name, save_csv
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(experiment.DEFAULT_OUTPUTS),
         help="numbers of outputs O (default: 10 100)",
     )
-    add_deprecated_alias(parser, "--outs", "--outputs", type=int, nargs="+")
+    deprecations.add_option_alias(parser, "demo", "--outs", type=int, nargs="+")
     parser.add_argument("--width", type=int, default=32, help="CNN channels (default: 32)")
     parser.add_argument(
         "--implementations",
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the data subset and parameters")
     parser.add_argument("--csv", type=Path, default=None, help="also save the measurements as this CSV file")
-    add_deprecated_alias(parser, "--out", "--csv", type=Path)
+    deprecations.add_option_alias(parser, "demo", "--out", type=Path)
 
 
 def run(args: argparse.Namespace) -> int:

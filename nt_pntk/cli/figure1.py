@@ -15,8 +15,9 @@ import argparse
 import functools
 from pathlib import Path
 
+from nt_pntk._src import deprecations
 from nt_pntk._src.experiments import figure1 as experiment
-from nt_pntk.cli import UsageError, add_deprecated_alias, add_timing_arguments, option_name
+from nt_pntk.cli import UsageError, add_timing_arguments, option_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(experiment.DEFAULT_OUTPUTS),
         help="numbers of outputs O (default: 10 200)",
     )
-    add_deprecated_alias(parser, "--outs", "--outputs", type=int, nargs="+")
+    deprecations.add_option_alias(parser, "figure1", "--outs", type=int, nargs="+")
     parser.add_argument(
         "--implementations",
         type=int,
@@ -53,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", type=Path, default=Path("out/figure1"), help="output directory (default: out/figure1)"
     )
-    add_deprecated_alias(parser, "--out", "--output", type=Path)
+    deprecations.add_option_alias(parser, "figure1", "--out", type=Path)
 
 
 def size(args: argparse.Namespace) -> dict[str, int]:

@@ -33,19 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from nt_pntk._src import checks
+from nt_pntk._src import checks, deprecations
 from nt_pntk.cli import (
     UsageError,
-    add_deprecated_alias,
     load_user_function,
     user_code_error,
-    warn_deprecated,
 )
 
 DIGITS = 1797
 KERNELS = ("pntk", "trace")
-#: Kernel names of earlier releases, accepted with a warning: ``ntk`` was NT's eNTK traced over the outputs.
-DEPRECATED_KERNELS = {"ntk": "trace"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--depth", type=int, default=None, help="the zoo model's depth option (default: its own)"
     )
     model.add_argument("--outputs", type=int, default=10, help="number of outputs O (default: 10)")
-    add_deprecated_alias(model, "--out-dim", "--outputs", type=int)
+    deprecations.add_option_alias(model, "kernel", "--out-dim", type=int)
     model.add_argument(
         "--function",
         default=None,
@@ -67,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument(
         "--kernel",
-        type=_kernel_name,
+        type=deprecations.option_value("kernel", "--kernel"),  # `ntk`: `trace`, with a warning
         choices=KERNELS,
         default="pntk",
         help="pntk: the pseudo-NTK, (1/O) Σ_{o,o'} Θ_oo' (one Jacobian row per input); trace: NT's "
@@ -112,15 +108,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the parameters and the data (default: 0)"
     )
-
-
-def _kernel_name(value: str) -> str:
-    """``--kernel``'s value, a deprecated name replaced by its successor (with a warning)."""
-    if value in DEPRECATED_KERNELS:
-        new = DEPRECATED_KERNELS[value]
-        warn_deprecated("nt-pntk kernel", f"--kernel {value} is deprecated", f"use --kernel {new}")
-        return new
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from nt_pntk._src import checks
-from nt_pntk.cli import add_deprecated_alias
+from nt_pntk._src import checks, deprecations
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "or a path to a TOML file (copy one of those to start).",
     )
     parser.add_argument("--output", default="runs/validate-quick", help="output directory; rerun to resume")
-    add_deprecated_alias(parser, "--out", "--output")
+    deprecations.add_option_alias(parser, "validate", "--out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--dpi", type=int, default=150, help="resolution of the PNG plots (PDFs beside them)")
 

@@ -44,10 +44,6 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 SUPPORTED_NT_VERSION = "0.6.5"
-#: Oldest and newest JAX the adaptation is tested on (`noxfile.py` runs the
-#: whole suite on both).
-OLDEST_TESTED_JAX = "0.4.30"
-NEWEST_TESTED_JAX = "0.10.2"
 
 # --- Feature probes: each answers "does the running stack need this patch?" ---
 

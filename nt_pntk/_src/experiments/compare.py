@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from nt_pntk._src import checks, measure, numerics
+from nt_pntk._src import checks, deprecations, measure, numerics
 from nt_pntk._src.experiments import fresh_process
 from nt_pntk._src.user_code import load_user_function, user_code_error
 
@@ -216,7 +216,7 @@ def _outputs_keyword(function: Any, model: str, width: bool = False) -> str:
         if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     }
     name = model.partition(":")[2]
-    if not takes_any and not keywords & {"outputs", "out"}:
+    if not takes_any and not keywords & set(deprecations.keyword_names("compare", "outputs")):
         raise checks.UsageError(
             f"--model {model}: {name}{inspect.signature(function)} must take the number of outputs as "
             "a keyword parameter `outputs` (it is called as FUNCTION(outputs=O), with width=W when "
@@ -227,14 +227,8 @@ def _outputs_keyword(function: Any, model: str, width: bool = False) -> str:
             f"--model {model}: {name}{inspect.signature(function)} takes no `width`, but --width was "
             "given; add a `width` parameter, or leave --width out"
         )
-    if "outputs" not in parameters and "out" in parameters:
-        checks.warn_deprecated(
-            "nt-pntk compare",
-            f"--model {model}: calling FUNCTION(out=O) is deprecated",
-            "name its parameter `outputs`",
-        )
-        return "out"
-    return "outputs"
+    # `outputs`, or a former name (`out`) that FUNCTION takes instead, with a warning line.
+    return deprecations.callback_keyword("compare", "outputs", parameters, f"--model {model}")
 
 
 def _inputs(setup: Setup) -> tuple[Any, ...]:

@@ -94,9 +94,3 @@ def _is_integral(value) -> bool:
         return bool(np.isfinite(value) and value == np.round(value))
     except TypeError:
         return False
-
-
-def one_hot(labels: np.ndarray, classes: int, dtype=np.float32) -> np.ndarray:
-    """Deprecated name of `centred_one_hot` (it never was the plain 0/1 encoding)."""
-    checks.deprecated("nt_pntk.data.one_hot", "nt_pntk.experiments.data.centred_one_hot")
-    return centred_one_hot(labels, classes, dtype)

@@ -3,7 +3,7 @@
 Mohamadi, Bae & Sutherland (ICML 2023), Figure 1, times the full eNTK and the pNTK of
 one pair of inputs on ResNets of growing depth and reports the pNTK about three orders
 of magnitude faster. This reproduces it on the zoo's ``resnet`` (ResNet-18/34/50 stage
-layouts; see `nt_pntk.models.resnet`):
+layouts; see `nt_pntk.experiments.models.resnet`):
 
 * eNTK: ``nt.empirical_ntk_fn(f, trace_axes=(), vmap_axes=0)``, an (1, 1, O, O) array;
 * pNTK: ``nt_pntk.empirical_pntk_fn(f, vmap_axes=0)``, an (1, 1) array;

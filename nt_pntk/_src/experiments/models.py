@@ -23,7 +23,7 @@ from typing import Any
 
 from neural_tangents import stax
 
-from nt_pntk._src import checks
+from nt_pntk._src import checks, deprecations
 
 W_STD = 2.0**0.5  # He scale for ReLU in NTK parameterization
 B_STD = 0.1
@@ -228,7 +228,7 @@ def get_model(
       ValueError: an unknown name, or a size out of its range (each builder's ``Raises``).
       TypeError: a size that is not an int; an option the builder does not take.
     """
-    outputs = checks.renamed("get_model", "out", out, "outputs", outputs, default=10)
+    outputs = deprecations.renamed("get_model", "out", out, "outputs", outputs, default=10)
     checks.one_of("name", name, sorted(MODELS))
     known = builder_options(name)
     for option in options:

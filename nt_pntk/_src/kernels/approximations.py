@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import neural_tangents as nt
 import numpy as np
 
-from nt_pntk._src import checks
+from nt_pntk._src import checks, deprecations
 from nt_pntk._src.kernels import features, keyword_args
 
 PyTree = Any
@@ -61,7 +61,7 @@ class Approximation(abc.ABC):
     options (``SingleLogit(logit=3)``, ``Projection(m=8, seed=1)``).
     """
 
-    #: The name `approximation_fn` and the command line know it by.
+    #: The name the command line and the validation's configurations know it by.
     name: ClassVar[ApproximationName]
 
     @abc.abstractmethod
@@ -408,7 +408,7 @@ def projection_directions(
       >>> approximations.projection_directions(3, 10, seed=1).shape
       (3, 10)
     """
-    outputs = checks.renamed("projection_directions", "out", out, "outputs", outputs, required=True)
+    outputs = deprecations.renamed("projection_directions", "out", out, "outputs", outputs, required=True)
     return _directions(
         checks.positive_int("m", m),
         checks.positive_int("outputs", outputs),
@@ -472,7 +472,8 @@ def approximation_fn(
 
     A thin lookup for code that chooses approximations by name (the command
     line, configuration files); ``approximation_fn("projection", f, m=8)`` is
-    ``Projection(m=8).kernel_fn(f)``.
+    ``Projection(m=8).kernel_fn(f)``. Public only as a deprecated name
+    (`nt_pntk._src.deprecations`).
 
     Args:
       name: ``'pntk'``, ``'trace'``, ``'single_logit'``, ``'projection'`` or ``'entk'``.
@@ -493,7 +494,7 @@ def approximation_fn(
 
     Example:
       >>> import jax
-      >>> from nt_pntk import approximations
+      >>> from nt_pntk._src.kernels import approximations
       >>> from neural_tangents import stax
       >>> init_fn, apply_fn, _ = stax.serial(stax.Dense(16), stax.Relu(), stax.Dense(3))
       >>> _, params = init_fn(jax.random.PRNGKey(0), (-1, 2))
@@ -545,7 +546,7 @@ def jacobian_rows(
     Raises:
       ValueError: an unknown ``name``.
     """
-    outputs = checks.renamed("jacobian_rows", "out", out, "outputs", outputs, required=True)
+    outputs = deprecations.renamed("jacobian_rows", "out", out, "outputs", outputs, required=True)
     return approximation(name, **options).jacobian_rows(outputs)
 
 

@@ -81,7 +81,7 @@ def predict(
     Args:
       k_train_train: ``(N, N)`` kernel :math:`K` (used as :math:`K \otimes
         I_O`) or ``(N, N, O, O)`` full eNTK, symmetric positive semi-definite.
-      y_train: ``(N, O)`` targets, e.g. one-hot labels (`nt_pntk.data.one_hot`)
+      y_train: ``(N, O)`` targets, e.g. one-hot labels (`nt_pntk.experiments.data.centred_one_hot`)
         or real values.
       k_test_train: ``(M, N)`` (resp. ``(M, N, O, O)``) kernel between test and
         training inputs; ``None`` predicts on the training inputs
@@ -264,8 +264,8 @@ def _checked(k_train_train: Any, y_train: Any, k_test_train: Any) -> tuple[np.nd
     if y.ndim != 2 or y.shape[0] != n or (k.ndim == 4 and y.shape[1] != k.shape[2]) or y.size == 0:
         raise ValueError(
             f"`y_train` must have shape {expected} for a `k_train_train` of shape {k.shape}, O >= 1; got "
-            f"shape {y.shape}. One-hot labels: `nt_pntk.data.centred_one_hot(labels, O)`; a single output: "
-            "`y[:, None]`."
+            f"shape {y.shape}. One-hot labels: `nt_pntk.experiments.data.centred_one_hot(labels, O)`; "
+            "a single output: `y[:, None]`."
         )
     if k_test_train is None:
         return k, y, k, eps

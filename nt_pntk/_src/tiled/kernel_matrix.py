@@ -22,7 +22,7 @@ tile within a memory budget:
   again with the same output skips the verified tiles and gives a bitwise
   identical result; a tile whose bytes do not match its checksum is recomputed.
   The record identifies the kernel by digests of the inputs and parameters and
-  by a *probe*, a few entries computed by ``fn`` itself (see ``_tiled/probe.py``):
+  by a *probe*, a few entries computed by ``fn`` itself (see `nt_pntk._src.tiled.probe`):
   a changed function (another activation, same name and parameters) is refused;
 * **one run per output**: a run holds an exclusive lock (``<output>.lock``) from
   before it reads the record until it returns; a second run on the same output
@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nt_pntk._src import checks as _checks
-from nt_pntk._src import measure
+from nt_pntk._src import deprecations, measure
 from nt_pntk._src.kernels import keyword_args
 from nt_pntk._src.kernels.approximations import EmpiricalKernelFn, FullENTK
 from nt_pntk._src.kernels.features import as_array, describe
@@ -192,7 +192,7 @@ def kernel_matrix(
       >>> k.shape
       (37, 37)
     """
-    output = _checks.renamed("kernel_matrix", "out", out, "output", output)
+    output = deprecations.renamed("kernel_matrix", "out", out, "output", output)
     job = _prepare(fn, x1, x2, params, output, memory_budget, tile_size, apply_fn_kwargs)
     job.allow_non_finite = _checks.boolean("allow_non_finite", allow_non_finite)
     if job.path is None:

@@ -21,7 +21,7 @@ small probe size, and their FLOPs and bytes, extrapolated to the whole kernel,
 are turned into seconds with this machine's measured matmul rate and memory
 bandwidth (`measure.machine_rates`). AUTO leaves out the direct routes: they redo in every tile each input's
 work that the features routes do once per input (forward and backward passes),
-and on every zoo model they were slower (3 to 30 times, measured in issue #11).
+and on every zoo model they were slower (3 to 30 times, measured when AUTO was made).
 A kernel without Gram features (an output axis kept) and any other function are
 tiled ``direct``.
 """
@@ -143,7 +143,7 @@ def choose(
         taken = rows_programs if route == "rows" else programs_for(route, fn, kwargs, lanes)
         return taken, Choice(route, reason, {})
     # AUTO compares the features routes. The direct ones redo, in every tile, each input's work that
-    # these do once per input: on every zoo model they took 3 to 30 times longer (issue #11).
+    # these do once per input: on every zoo model they took 3 to 30 times longer (measured).
     # Lowered programs are enough for the comparison (their cost analysis needs no compile); only
     # the route taken is compiled, by the plan.
     estimates, programs = {}, {}

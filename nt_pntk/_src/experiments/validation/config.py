@@ -27,8 +27,6 @@ PHASES = ("init", "trained")
 #: What a sweep varies: the zoo's `width` (the whole network), or the width of the readout's input
 #: alone (a builder's `readout_width` option) with the body's `width` fixed.
 VARIES = ("width", "readout_width")
-#: A sweep's role in the report: the theorem (everything wide), the readout alone wide, the body alone.
-ROLES = ("theorem", "readout", "body")
 #: Every key a configuration's top level and each [[sweep]] table may have; any other is an error.
 TOP_LEVEL_KEYS = (
     "name",
@@ -485,7 +483,7 @@ def _options(
     if not isinstance(options, dict):
         raise ConfigError(f"`{label}` must be a table of builder options; got {options!r}.")
     known = models.builder_options(arch)
-    builder = f"the {arch!r} builder (nt_pntk.models.{models.MODELS[arch].__name__})"
+    builder = f"the {arch!r} builder (nt_pntk.experiments.models.{models.MODELS[arch].__name__})"
     if options and not known:
         raise ConfigError(f"`{label}` must be empty: {builder} takes no options; got {options!r}.")
     _check_keys(options, known, f"{label}.", builder)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nt_pntk._src import checks, files, measure
+from nt_pntk._src import checks, deprecations, files, measure
 from nt_pntk._src.experiments.validation import fits
 from nt_pntk._src.experiments.validation.metrics import EXPECTED_SLOPES
 
@@ -455,7 +455,7 @@ def write_report(
     Returns:
       The path of `report.md`.
     """
-    out = Path(checks.renamed("write_report", "out", out, "output", output, required=True))
+    out = Path(deprecations.renamed("write_report", "out", out, "output", output, required=True))
     dpi = checks.positive_int("dpi", dpi)
     files.atomic_write(out / SLOPES_CSV, slopes.to_csv(index=False))
     if "role" not in table.columns:  # rows of an older format: every sweep a width sweep

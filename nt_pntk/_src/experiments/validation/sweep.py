@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from nt_pntk._src import checks, files
+from nt_pntk._src import checks, deprecations, files
 from nt_pntk._src.experiments.validation.config import Cell, Config
 from nt_pntk._src.experiments.validation.metrics import EXPECTED_SLOPES, cell_columns, measure_cell
 
@@ -158,7 +158,7 @@ def run_sweep(
     Raises:
       OutDirError: `output` is a file, or holds another configuration's results or a corrupt record.
     """
-    out = Path(checks.renamed("run_sweep", "out", out, "output", output, required=True))
+    out = Path(deprecations.renamed("run_sweep", "out", out, "output", output, required=True))
     write_stamp = _check_output_dir(cfg, out)
     cells_dir = out / "cells"
     try:
