@@ -73,9 +73,9 @@ def main() -> int:
                 if key in results:
                     continue
                 spec = {"case": case, "kernel": kernel, "method": method}
-                spec["out"] = str(kernels_dir / (key.replace(" | ", "_").replace(" ", "-") + ".npy"))
+                spec["path"] = str(kernels_dir / (key.replace(" | ", "_").replace(" ", "-") + ".npy"))
                 results[key] = spawn(spec, args.cell_timeout)
-                results[key]["difference"] = difference(results, case, kernel, spec["out"])
+                results[key]["difference"] = difference(results, case, kernel, spec["path"])
                 args.results.write_text(json.dumps(results, indent=1))  # after every cell: resumable
                 print(key, results[key], flush=True)
     print_table(results, args.cases, args.kernels, args.cell_timeout)
@@ -93,16 +93,17 @@ def spawn(spec: dict, timeout: float) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def difference(results: dict, case: str, kernel: str, out: str) -> float | None:
+def difference(results: dict, case: str, kernel: str, path: str) -> float | None:
     """Relative Frobenius difference from the case's first other finished kernel."""
     import numpy as np
 
-    if not Path(out).exists():
+    if not Path(path).exists():
         return None
     for method in METHODS:
-        reference = results.get(f"{case} | {kernel} | {method}", {}).get("out")
-        if reference and reference != out and Path(reference).exists():
-            a, b = np.load(reference, mmap_mode="r"), np.load(out, mmap_mode="r")
+        record = results.get(f"{case} | {kernel} | {method}", {})
+        reference = record.get("path", record.get("out"))  # "out": the key in records of earlier runs
+        if reference and reference != path and Path(reference).exists():
+            a, b = np.load(reference, mmap_mode="r"), np.load(path, mmap_mode="r")
             num = den = 0.0
             for i in range(0, a.shape[0], 1000):  # in blocks: a 20,000² kernel is 1.6 GB
                 ai, bi = np.asarray(a[i : i + 1000], np.float64), np.asarray(b[i : i + 1000], np.float64)
@@ -131,7 +132,7 @@ def child(spec: dict) -> dict:
     method = spec["method"]
     implementation = 0 if method == "kernel_matrix" else int(method[-1])
     fn = approximation.kernel_fn(model.apply_fn, vmap_axes=0, implementation=implementation)
-    row: dict = {"n": n, "out": spec["out"]}
+    row: dict = {"n": n, "path": spec["path"]}
     start = time.perf_counter()
     if method == "kernel_matrix":
         kernel, stats = nt_pntk.kernel_matrix(fn, x, None, params, progress=False, stats=True)
@@ -143,7 +144,7 @@ def child(spec: dict) -> dict:
         kernel = nt.batch(fn, batch_size=batch, store_on_device=False)(x, None, params)
         kernel = np.asarray(kernel)
         row["seconds"] = time.perf_counter() - start
-    np.save(spec["out"], np.asarray(kernel))
+    np.save(spec["path"], np.asarray(kernel))
     return row
 
 

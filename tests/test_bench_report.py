@@ -36,8 +36,8 @@ RESULT_COLUMNS = [
     "samples",
     "profile",
 ]
-BASE = {"n": 16, "out": 10, "width": 128}
-SWEEPS = {"n": (8, 16, 32, 64), "out": (1, 10, 100), "width": (32, 128, 512)}
+BASE = {"n": 16, "outputs": 10, "width": 128}
+SWEEPS = {"n": (8, 16, 32, 64), "outputs": (1, 10, 100), "width": (32, 128, 512)}
 # Known exponents (N, O, width) of the synthetic figures.
 TIME_EXPONENTS = {"entk": (2.0, 1.5, 1.0), "pntk": (2.0, 0.0, 1.0)}
 TEMP_EXPONENTS = {"entk": (1.0, 2.0, 1.0), "pntk": (1.0, 0.0, 1.0)}
@@ -57,11 +57,13 @@ def _points() -> list[dict[str, int]]:
 
 
 def _label(point: dict[str, int]) -> str:
-    return f"N={point['n']},O={point['out']},width={point['width']}"
+    return f"N={point['n']},O={point['outputs']},width={point['width']}"
 
 
 def _power(point: dict[str, int], exponents: tuple[float, float, float], scale: float) -> float:
-    return scale * point["n"] ** exponents[0] * point["out"] ** exponents[1] * point["width"] ** exponents[2]
+    return (
+        scale * point["n"] ** exponents[0] * point["outputs"] ** exponents[1] * point["width"] ** exponents[2]
+    )
 
 
 def _quoted(values) -> list[str]:
@@ -185,9 +187,11 @@ def test_load_results_reads_asv_format(results_dir):
     assert len(time) == 2 * 2 * len(_points())
     assert set(time["metric"]) == {"time"} and set(time["suite"]) == {"fc"}
     assert set(time["kernel"]) == {"entk", "pntk"} and set(time["implementation"]) == {"1", "3"}
-    row = time[(time["kernel"] == "entk") & (time["implementation"] == "3") & (time["out"] == 100)]
+    row = time[(time["kernel"] == "entk") & (time["implementation"] == "3") & (time["outputs"] == 100)]
     assert (row["n"].item(), row["width"].item()) == (16, 128)
-    assert row["value"].item() == pytest.approx(_power({**BASE, "out": 100}, TIME_EXPONENTS["entk"], 3e-6))
+    assert row["value"].item() == pytest.approx(
+        _power({**BASE, "outputs": 100}, TIME_EXPONENTS["entk"], 3e-6)
+    )
     temp = frame[frame["benchmark"] == "kernels.FCXla.track_temp_bytes"]
     assert set(temp["metric"]) == {"temp_bytes"} and set(temp["unit"]) == {"bytes"}
     tiled = frame[frame["benchmark"] == "tiled.TiledTime.time_kernel_matrix"]
@@ -243,7 +247,7 @@ def test_peakmem_references_are_subtracted_and_dropped(results_dir):
     peaks = frame[(frame["metric"] == "peakmem") & (frame["commit"] == COMMIT_A)]
     assert not peaks["function"].eq("peakmem_reference").any()
     fc = peaks[(peaks["suite"] == "fc") & (peaks["kernel"] == "pntk")]
-    fc = fc[(fc["n"] == 16) & (fc["out"] == 10) & (fc["width"] == 128)]
+    fc = fc[(fc["n"] == 16) & (fc["outputs"] == 10) & (fc["width"] == 128)]
     assert fc["value"].item() == pytest.approx(_power(BASE, PEAK_EXPONENTS["pntk"], 2**16))
     assert fc["reference"].item() == REFERENCE_BYTES
     tiled = peaks[peaks["suite"] == "tiled"].sort_values("n")
@@ -292,7 +296,7 @@ def test_resolve_commit(results_dir):
 
 def _entk_base_time(frame, **where) -> list[float]:
     rows = frame[(frame["metric"] == "time") & (frame["kernel"] == "entk") & (frame["implementation"] == "1")]
-    rows = rows[(rows["n"] == 16) & (rows["out"] == 10) & (rows["width"] == 128)]
+    rows = rows[(rows["n"] == 16) & (rows["outputs"] == 10) & (rows["width"] == 128)]
     for column, value in where.items():
         rows = rows[rows[column] == value]
     return rows["value"].tolist()
@@ -462,7 +466,7 @@ def test_sweeps_with_too_few_usable_points_are_not_fitted(tmp_path):
     kind, unit, names, params, values = figures["kernels.FCPeakMem.peakmem_kernel"]
     values = list(values)
     labels = params[2]
-    values[labels.index(_label({**BASE, "out": 1}))] = REFERENCE_BYTES - 2**20  # entk, O=1
+    values[labels.index(_label({**BASE, "outputs": 1}))] = REFERENCE_BYTES - 2**20  # entk, O=1
     figures["kernels.FCPeakMem.peakmem_kernel"] = (kind, unit, names, params, values)
     write_results(tmp_path, COMMIT_A, 1, figures)
     frame = br.prepare(br.load_results(tmp_path))

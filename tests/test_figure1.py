@@ -29,7 +29,7 @@ def test_figure1_tiny(tmp_path, capsys):
     finally:
         os.umask(previous)
     frame = pd.read_csv(out / "figure1.csv")
-    assert list(frame["O"]) == [3] and list(frame["depth"]) == [18]
+    assert list(frame["outputs"]) == [3] and list(frame["depth"]) == [18]
     assert (frame[["eNTK_s", "pNTK_s", "eNTK_compile_s", "pNTK_compile_s"]] > 0).all().all()
     assert frame["ratio"].iloc[0] == pytest.approx(frame["eNTK_s"].iloc[0] / frame["pNTK_s"].iloc[0])
     assert (out / "figure1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -112,7 +112,14 @@ def test_the_command_passes_its_options_to_the_experiment(tmp_path, monkeypatch,
         received.update(options)
         frame = pd.DataFrame(
             [
-                {"depth": 18, "O": 4, "implementation": 2, "params": 1000, "eNTK_s": 0.5, "pNTK_s": 0.001}
+                {
+                    "depth": 18,
+                    "outputs": 4,
+                    "implementation": 2,
+                    "params": 1000,
+                    "eNTK_s": 0.5,
+                    "pNTK_s": 0.001,
+                }
                 | {"ratio": 500.0, "eNTK_compile_s": 1.0, "pNTK_compile_s": 0.5}
             ]
         )

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import stat
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -54,7 +55,7 @@ SLOW_OUT = 5
 
 def fake_measure_cell(cell, cfg):
     """Rows as the measurement writes them: metric = 0.1 (1 + seed/100) · width^slope, twice that trained."""
-    slopes = FAKE_SLOPES if cell.out != SLOW_OUT else {**FAKE_SLOPES, "err_pntk": -0.2}
+    slopes = FAKE_SLOPES if cell.outputs != SLOW_OUT else {**FAKE_SLOPES, "err_pntk": -0.2}
     rows = []
     for phase, factor in (("init", 1.0), ("trained", 2.0)):
         scale = FAKE_SCALE * factor * (1 + cell.seed / 100)
@@ -71,7 +72,7 @@ MINI = {
     "train_steps": 2,
     "bootstrap": 10,
     "slope_band": list(SLOPE_BAND),
-    "sweep": [{"architecture": "fc", "widths": [16, 32, 64], "outs": [3, SLOW_OUT]}],
+    "sweep": [{"architecture": "fc", "widths": [16, 32, 64], "outputs": [3, SLOW_OUT]}],
 }
 
 
@@ -105,23 +106,23 @@ def _toml(raw: dict) -> str:
     return "\n".join(top) + "\n\n" + "\n\n".join(sweeps) + "\n"
 
 
-def _report_row(text: str, metric: str, phase: str, out: int) -> list[str]:
-    """The cells of `metric`'s row for (fc, O = `out`, `phase`) in report.md's slope table."""
+def _report_row(text: str, metric: str, phase: str, outputs: int) -> list[str]:
+    """The cells of `metric`'s row for (fc, O = `outputs`, `phase`) in report.md's slope table."""
     section = text.split(f"## `{metric}`:")[1].split("\n## ")[0]
-    pattern = rf"\| fc \| \w+ \| {out} \| {phase} \|"
+    pattern = rf"\| fc \| \w+ \| {outputs} \| {phase} \|"
     (line,) = [row for row in section.splitlines() if re.match(pattern, row)]
     return [cell.strip() for cell in line.strip("|").split("|")]
 
 
-@pytest.mark.parametrize("out", [3, SLOW_OUT])
-def test_verdicts_follow_the_slopes(fake_run, out):
+@pytest.mark.parametrize("outputs", [3, SLOW_OUT])
+def test_verdicts_follow_the_slopes(fake_run, outputs):
     """The stand-in's slopes are known: each claim's slope, verdict and report row follow from them."""
     slopes = pd.read_csv(fake_run / report.SLOPES_CSV, keep_default_na=False, na_values=[""])
     text = (fake_run / report.REPORT_MD).read_text()
-    expected = FAKE_SLOPES if out != SLOW_OUT else {**FAKE_SLOPES, "err_pntk": -0.2}
+    expected = FAKE_SLOPES if outputs != SLOW_OUT else {**FAKE_SLOPES, "err_pntk": -0.2}
     for metric, slope in expected.items():
         for phase in ("init", "trained"):
-            row = slopes[(slopes.metric == metric) & (slopes.phase == phase) & (slopes.out == out)]
+            row = slopes[(slopes.metric == metric) & (slopes.phase == phase) & (slopes.outputs == outputs)]
             assert len(row) == 1
             assert row.slope.iloc[0] == pytest.approx(slope, abs=1e-9)
             if metric == "err_cond" or phase == "trained":  # no claimed rate; no claim after training
@@ -131,7 +132,7 @@ def test_verdicts_follow_the_slopes(fake_run, out):
             verdict = "PASS" if in_band else "FAIL"  # every stand-in error is below the level at 64
             assert row.verdict.iloc[0] == verdict
             if metric in report.CLAIMS:
-                cells = _report_row(text, metric, phase, out)
+                cells = _report_row(text, metric, phase, outputs)
                 assert cells[5] == f"{slope:+.3f}" and cells[11] == verdict
 
 
@@ -161,7 +162,7 @@ def test_fc_rate_at_init_passes(ci_run, ci_config):
     assert SLOPE_BAND[0] <= slope <= SLOPE_BAND[1]
     assert row.ci_low.iloc[0] <= slope <= row.ci_high.iloc[0]
     assert row.verdict.iloc[0] == "PASS"
-    cells = _report_row((ci_run / report.REPORT_MD).read_text(), "err_pntk", "init", out=10)
+    cells = _report_row((ci_run / report.REPORT_MD).read_text(), "err_pntk", "init", outputs=10)
     assert cells[5] == f"{slope:+.3f}" and cells[11] == "PASS"
 
 
@@ -250,7 +251,7 @@ def test_a_finished_run_is_re_reported_with_other_fit_settings_without_measuring
 
 def test_cells_are_measured_seed_by_seed_across_sweeps(tmp_path, monkeypatch):
     """A run cut short has every sweep's widths with fewer seeds, not some sweeps and none of others."""
-    two = {**MINI, "sweep": [*MINI["sweep"], {"architecture": "fc", "widths": [8, 16], "outs": [2]}]}
+    two = {**MINI, "sweep": [*MINI["sweep"], {"architecture": "fc", "widths": [8, 16], "outputs": [2]}]}
     order = []
 
     def measure_and_record(cell, cfg):
@@ -274,6 +275,132 @@ def test_the_former_keyword_out_still_works(tmp_path, fake_measurement):
     assert len(table) == 2 * len(cfg.cells()) and (tmp_path / sweep.RESULTS_CSV).is_file()
 
 
+# --- Results and configurations of an earlier release: O was `out` and `outs` ------------------
+
+
+def _as_former_release(directory):
+    """Rewrites a finished output directory as an earlier release wrote it: the column `out` in the
+    cells' rows (with their digests) and the field `outs` in config.json."""
+    for path in (directory / "cells").glob("*.json"):
+        stored = json.loads(path.read_text())
+        rows = [{("out" if k == "outputs" else k): v for k, v in row.items()} for row in stored["rows"]]
+        path.write_text(_rewrite(stored, rows))
+    record = json.loads((directory / sweep.CONFIG_JSON).read_text())
+    record["sweeps"] = [
+        {("outs" if k == "outputs" else k): v for k, v in s.items()} for s in record["sweeps"]
+    ]
+    (directory / sweep.CONFIG_JSON).write_text(json.dumps(record, sort_keys=True, indent=1))
+
+
+@pytest.fixture
+def no_plots(monkeypatch):
+    """The report without its plots (seconds each): for tests of the tables only."""
+    for name in ("plot_metric", "plot_outputs_collapse", "plot_controls"):
+        monkeypatch.setattr(report, name, lambda *args, **kwargs: ["plot.png", "plot.pdf"])
+
+
+def test_results_of_an_earlier_release_resume_with_a_warning(fake_run, tmp_path, monkeypatch):
+    """Cells and config.json with `out`/`outs` are read under the current names, nothing is measured
+    again, and the table is the one this release writes."""
+    shutil.copytree(fake_run, tmp_path, dirs_exist_ok=True)
+    _as_former_release(tmp_path)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "cells").glob("*.json")}
+
+    def must_not_measure(cell, cfg):
+        raise AssertionError(f"cell {cell.key} measured again")
+
+    monkeypatch.setattr(sweep, "measure_cell", must_not_measure)
+    cfg = config.parse(MINI)
+    cells = len(cfg.cells())
+    with pytest.warns(
+        DeprecationWarning, match=rf"older release \(the column `out` in {cells} cell files and "
+    ):
+        table = sweep.run_sweep(cfg, tmp_path, progress=False)
+    assert "outputs" in table.columns and "out" not in table.columns
+    assert (tmp_path / sweep.RESULTS_CSV).read_bytes() == (fake_run / sweep.RESULTS_CSV).read_bytes()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "cells").glob("*.json")} == before  # left as they are
+
+
+def test_the_command_resumes_results_of_an_earlier_release_with_a_warning_line(
+    fake_run, tmp_path, monkeypatch, capsys, no_plots
+):
+    shutil.copytree(fake_run, tmp_path / "run")
+    _as_former_release(tmp_path / "run")
+    toml = tmp_path / "mini.toml"
+    toml.write_text(_toml(MINI).replace("outputs = ", "outs = "))  # an earlier release's configuration
+
+    def must_not_measure(cell, cfg):
+        raise AssertionError(f"cell {cell.key} measured again")
+
+    monkeypatch.setattr(sweep, "measure_cell", must_not_measure)
+    argv = ["validate", "--config", str(toml), "--output", str(tmp_path / "run"), "--no-progress"]
+    assert cli.main(argv) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith(
+        "nt-pntk validate: warning: The [[sweep]] key `outs` (sweep[0]) is deprecated"
+    )
+    assert "use `outputs`" in warnings[0]
+    assert warnings[1].startswith("nt-pntk validate: warning: `--output` ") and "older release" in warnings[1]
+    for name in (sweep.RESULTS_CSV, report.SLOPES_CSV, report.SCALING_CSV):
+        assert (tmp_path / "run" / name).read_bytes() == (fake_run / name).read_bytes(), name
+
+
+def test_a_configuration_of_an_earlier_release_loads_with_a_warning(tmp_path):
+    """`outs`, the former name of a [[sweep]] table's `outputs`: the same configuration, and a warning."""
+    toml = tmp_path / "old.toml"
+    toml.write_text(_toml(MINI).replace("outputs = ", "outs = "))
+    with pytest.warns(
+        DeprecationWarning, match=r"The \[\[sweep\]\] key `outs` \(sweep\[0\]\) is deprecated .*use `outputs`"
+    ):
+        former = config.load(str(toml))
+    assert former == config.parse(MINI)
+    both = {**MINI, "sweep": [{**MINI["sweep"][0], "outs": [3]}]}
+    with pytest.raises(
+        config.ConfigError, match=r"`sweep\[0\]\.outs` is the former name of `sweep\[0\]\.outputs`"
+    ):
+        config.parse(both)
+
+
+def test_tables_of_an_earlier_release_are_fitted_and_reported_with_a_warning(fake_run, tmp_path, no_plots):
+    """results.csv and slopes.csv with the column `out`, as an earlier release wrote them."""
+    table = pd.read_csv(fake_run / sweep.RESULTS_CSV)
+    slopes = fits.fit_slopes(table, bootstrap=10)
+    former = table.rename(columns={"outputs": "out"})
+    with pytest.warns(DeprecationWarning, match=r"fit_slopes\(\): a table with the former column `out`"):
+        refitted = fits.fit_slopes(former, bootstrap=10)
+    pd.testing.assert_frame_equal(refitted, slopes)
+    with pytest.warns(DeprecationWarning, match=r"output_scaling\(\): a table with the former column `out`"):
+        fits.output_scaling(former, bootstrap=10)
+    with pytest.warns(DeprecationWarning, match=r"write_report\(\): a table with the former column `out`"):
+        report.write_report(
+            former, slopes.rename(columns={"outputs": "out"}), tmp_path, config_name="x", dpi=20
+        )
+    assert "outputs" in pd.read_csv(tmp_path / report.SLOPES_CSV).columns
+    with pytest.raises(ValueError, match="both `outputs` and its former name `out`"):
+        fits.fit_slopes(table.assign(out=table.outputs), bootstrap=10)
+
+
+PAPER = Path(__file__).resolve().parent.parent / "validation" / "results" / "paper"
+
+
+def test_the_committed_paper_cells_still_load(tmp_path, monkeypatch):
+    """validation/results/paper keeps the cells and config.json of the run that measured them (an
+    earlier release's names): they resume under the paper configuration, nothing measured, and give
+    the committed results.csv."""
+    shutil.copytree(PAPER / "cells", tmp_path / "cells")
+    shutil.copy(PAPER / sweep.CONFIG_JSON, tmp_path)
+
+    def must_not_measure(cell, cfg):
+        raise AssertionError(f"cell {cell.key} measured again")
+
+    monkeypatch.setattr(sweep, "measure_cell", must_not_measure)
+    with pytest.warns(DeprecationWarning, match="older release"):
+        table = sweep.run_sweep(config.load("paper"), tmp_path, progress=False)
+    assert len(table) == 510
+    assert (tmp_path / sweep.RESULTS_CSV).read_bytes() == (PAPER / sweep.RESULTS_CSV).read_bytes()
+
+
 def _raw(cfg):
     return {
         "seeds": cfg.seeds,
@@ -288,7 +415,7 @@ def _raw(cfg):
             {
                 "architecture": s.architecture,
                 "widths": list(s.widths),
-                "outs": list(s.outs),
+                "outputs": list(s.outputs),
                 "options": dict(s.options),  # a copy: tests edit it
             }
             for s in cfg.sweeps
@@ -302,7 +429,7 @@ def _raw(cfg):
         ({"architecture": "transformer"}, r"sweep\[0\]\.architecture"),
         ({"widths": [128, 64]}, r"sweep\[0\]\.widths"),
         ({"widths": [64, 64]}, r"sweep\[0\]\.widths"),
-        ({"outs": [0]}, r"sweep\[0\]\.outs"),
+        ({"outputs": [0]}, r"sweep\[0\]\.outputs"),
         ({"data": "cifar"}, r"sweep\[0\]\.data"),
     ],
 )
@@ -322,14 +449,14 @@ def test_bad_top_level_field_is_named(ci_config, change, field):
         config.parse({**_raw(ci_config), **change})
 
 
-GOOD_SWEEP = '[[sweep]]\narchitecture = "fc"\nwidths = [64, 256]\nouts = [10]\n'
+GOOD_SWEEP = '[[sweep]]\narchitecture = "fc"\nwidths = [64, 256]\noutputs = [10]\n'
 
 
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
         (
-            'seeds = 2\n[[sweep]]\narchitecture = "fc"\nwidths = [256, 64]\nouts = [10]\n',
+            'seeds = 2\n[[sweep]]\narchitecture = "fc"\nwidths = [256, 64]\noutputs = [10]\n',
             r"sweep\[0\]\.widths",
         ),
         # Unknown keys used to be ignored: 100 training steps instead of 5, a sweep without its typo.
@@ -405,8 +532,10 @@ def test_non_numbers_and_non_finite_numbers_are_refused(ci_config, change, field
         config.parse({**_raw(ci_config), **change})
 
 
-@pytest.mark.parametrize(("change", "field"), [({"widths": [True, 2]}, "widths"), ({"outs": [True]}, "outs")])
-def test_a_bool_is_not_a_width_or_out(ci_config, change, field):
+@pytest.mark.parametrize(
+    ("change", "field"), [({"widths": [True, 2]}, "widths"), ({"outputs": [True]}, "outputs")]
+)
+def test_a_bool_is_not_a_width_or_outputs(ci_config, change, field):
     raw = _raw(ci_config)
     raw["sweep"][0].update(change)
     with pytest.raises(config.ConfigError, match=rf"sweep\[0\]\.{field}"):
@@ -415,7 +544,9 @@ def test_a_bool_is_not_a_width_or_out(ci_config, change, field):
 
 def test_config_check_builds_each_sweeps_model(ci_config, monkeypatch):
     raw = _raw(ci_config)
-    raw["sweep"].append({"architecture": "resnet", "widths": [4, 8], "outs": [7], "options": {"depth": 34}})
+    raw["sweep"].append(
+        {"architecture": "resnet", "widths": [4, 8], "outputs": [7], "options": {"depth": 34}}
+    )
     built = []
     get_model = config.models.get_model
 
@@ -546,7 +677,7 @@ def test_unknown_config_name_lists_the_known_ones():
 
 def test_fit_recovers_a_known_slope():
     rows = [
-        {"architecture": "fc", "data": "d", "out": 1, "phase": "init", "seed": s, "width": w}
+        {"architecture": "fc", "data": "d", "outputs": 1, "phase": "init", "seed": s, "width": w}
         | {"err_pntk": 3.0 * w**-0.5 * (1 + 0.01 * s)}
         for w in (64, 128, 256, 512)
         for s in range(4)
@@ -576,8 +707,14 @@ def test_readout_sweep_cells_build_the_body_and_readout_widths():
     raw = {
         **MINI,
         "sweep": [
-            {"architecture": "cnn", "vary": "readout_width", "width": 8, "widths": [64, 256], "outs": [10]},
-            {"architecture": "cnn", "widths": [4, 8], "outs": [10], "options": {"readout_width": 64}},
+            {
+                "architecture": "cnn",
+                "vary": "readout_width",
+                "width": 8,
+                "widths": [64, 256],
+                "outputs": [10],
+            },
+            {"architecture": "cnn", "widths": [4, 8], "outputs": [10], "options": {"readout_width": 64}},
         ],
     }
     cfg = config.parse(raw)
@@ -592,19 +729,19 @@ def test_readout_sweep_cells_build_the_body_and_readout_widths():
     ("sweep", "message"),
     [
         (
-            {"architecture": "cnn", "vary": "readout_width", "widths": [64], "outs": [10]},
+            {"architecture": "cnn", "vary": "readout_width", "widths": [64], "outputs": [10]},
             r"`sweep\[0\]\.width` is missing",
         ),
         (
-            {"architecture": "resnet", "vary": "readout_width", "width": 8, "widths": [64], "outs": [10]},
+            {"architecture": "resnet", "vary": "readout_width", "width": 8, "widths": [64], "outputs": [10]},
             "option of the 'resnet' builder",
         ),
         (
-            {"architecture": "cnn", "width": 8, "widths": [64], "outs": [10]},
+            {"architecture": "cnn", "width": 8, "widths": [64], "outputs": [10]},
             r"`sweep\[0\]\.width` must be left out",
         ),
         (
-            {"architecture": "cnn", "vary": "depth", "width": 8, "widths": [64], "outs": [10]},
+            {"architecture": "cnn", "vary": "depth", "width": 8, "widths": [64], "outputs": [10]},
             r"`sweep\[0\]\.vary` must be one of",
         ),
     ],
@@ -632,9 +769,10 @@ def _sweep(**change) -> dict:
         ),
         # It aborted the interpreter (SIGABRT, "overflow in static extent product").
         (
-            _sweep(outs=[100_000_000]),
-            r"^`sweep\[0\]\.outs` = \[100000000\]: the cell of width 64 and O = 100,000,000 needs at least "
-            r".* GiB \(.*\), more than this machine's .* GiB of memory; lower `sweep\[0\]\.outs`",
+            _sweep(outputs=[100_000_000]),
+            r"^`sweep\[0\]\.outputs` = \[100000000\]: the cell of width 64 and O = 100,000,000 needs "
+            r"at least "
+            r".* GiB \(.*\), more than this machine's .* GiB of memory; lower `sweep\[0\]\.outputs`",
         ),
         # A JaxRuntimeError after the first cells were measured.
         (
@@ -642,7 +780,7 @@ def _sweep(**change) -> dict:
             r"^`sweep\[0\]\.widths` does not build a 'fc' model \(the sweep's widest cell: "
             r"width=10000000000, outputs=5, options \{\}\): `width` must be an int in \[1, 2,147,483,647\]",
         ),
-        (_sweep(outs=[3, 0]), r"^`sweep\[0\]\.outs` must be a non-empty list of integers >= 1"),
+        (_sweep(outputs=[3, 0]), r"^`sweep\[0\]\.outputs` must be a non-empty list of integers >= 1"),
         # A MemoryError only after every cell was measured.
         (
             {**MINI, "bootstrap": 10**9},

@@ -10,13 +10,15 @@ BAND = (-0.65, -0.35)
 WIDTHS = (16, 64, 256, 1024, 4096)
 
 
-def _table(law, widths=WIDTHS, seeds=4, out=10, role="theorem", phase="init", metric="err_pntk", noise=0.0):
+def _table(
+    law, widths=WIDTHS, seeds=4, outputs=10, role="theorem", phase="init", metric="err_pntk", noise=0.0
+):
     """Rows of one sweep whose `metric` is law(width) · (1 + noise·ε); every other metric is 1."""
     rng = np.random.default_rng(1)
     rows = [
         {"key": f"k{w}_{s}", "sweep": "net", "role": role, "architecture": "fc", "data": "digits"}
         | {
-            "out": out,
+            "outputs": outputs,
             "phase": phase,
             "seed": s,
             "width": w,
@@ -128,7 +130,7 @@ def test_output_scaling_recovers_the_exponents_of_o_and_n():
         {"key": f"{w}{o}{s}", "sweep": "fc-outs", "role": "theorem", "architecture": "fc", "data": "digits"}
         | {
             "phase": "init",
-            "out": o,
+            "outputs": o,
             "width": w,
             "seed": s,
             "err_pntk": 0.7 * o**0.45 * w**-0.5 * (1 + 0.01 * s),
@@ -141,4 +143,4 @@ def test_output_scaling_recovers_the_exponents_of_o_and_n():
     (row,) = scaling.itertuples()
     assert row.beta == pytest.approx(0.45, abs=1e-9) and row.alpha == pytest.approx(-0.5, abs=1e-9)
     assert row.beta_low <= row.beta <= row.beta_high
-    assert row.outs == "2,10,100" and row.points == 27 and row.excluded == 0
+    assert row.outputs == "2,10,100" and row.points == 27 and row.excluded == 0

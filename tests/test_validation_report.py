@@ -24,7 +24,7 @@ def _rows(sweep, role, arch, outs, law, seeds=3):
                     metrics |= {"err_trace": 0.9 * e, "acc_entk": 0.5, "acc_pntk": 0.5, "err_cond": 2.0}
                     rows.append(
                         {"key": f"{sweep}{w}{o}{s}", "sweep": sweep, "role": role, "architecture": arch}
-                        | {"data": "digits", "width": w, "out": o, "seed": s, "phase": phase, **metrics}
+                        | {"data": "digits", "width": w, "outputs": o, "seed": s, "phase": phase, **metrics}
                     )
     return rows
 

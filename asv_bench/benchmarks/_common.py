@@ -35,23 +35,23 @@ IMAGE_SHAPE = (8, 8, 1)
 #: varies while the other two stay at the base (no Cartesian product), so a model has
 #: 1 + 2 + 2 + 2 = 7 points.
 BASE = {
-    "fc": {"n": 16, "out": 10, "width": 128},
-    "cnn": {"n": 16, "out": 10, "width": 32},
+    "fc": {"n": 16, "outputs": 10, "width": 128},
+    "cnn": {"n": 16, "outputs": 10, "width": 32},
 }
 # O starts at the base 10, not 1: at O = 1 every kernel here is the same and costs the fixed
 # overheads, which flatten a fit meant to show how the eNTK grows with O.
 SWEEPS = {
-    "fc": {"n": (16, 32, 64), "out": (10, 30, 100), "width": (32, 128, 512)},
-    "cnn": {"n": (16, 32, 64), "out": (10, 30, 100), "width": (16, 32, 64)},
+    "fc": {"n": (16, 32, 64), "outputs": (10, 30, 100), "width": (32, 128, 512)},
+    "cnn": {"n": (16, 32, 64), "outputs": (10, 30, 100), "width": (16, 32, 64)},
 }
 #: ``NT_PNTK_BENCH_QUICK=1`` (CI): two points per model (base and N doubled).
 QUICK_SWEEPS = {
-    "fc": {"n": (16, 32), "out": (10,), "width": (128,)},
-    "cnn": {"n": (16, 32), "out": (10,), "width": (32,)},
+    "fc": {"n": (16, 32), "outputs": (10,), "width": (128,)},
+    "cnn": {"n": (16, 32), "outputs": (10,), "width": (32,)},
 }
 
-AXES = ("n", "out", "width")
-_POINT_LABELS = {"n": "N", "out": "O", "width": "width"}
+AXES = ("n", "outputs", "width")
+_POINT_LABELS = {"n": "N", "outputs": "O", "width": "width"}
 _POINT_RE = re.compile(r"^N=(\d+),O=(\d+),width=(\d+)$")
 
 
@@ -60,13 +60,17 @@ def quick() -> bool:
     return os.environ.get("NT_PNTK_BENCH_QUICK", "") not in ("", "0")
 
 
-def format_point(n: int, out: int, width: int) -> str:
-    """The asv parameter value of a grid point, e.g. ``'N=16,O=10,width=128'``."""
-    return f"N={n},O={out},width={width}"
+def format_point(n: int, outputs: int, width: int) -> str:
+    """The asv parameter value of a grid point, e.g. ``'N=16,O=10,width=128'``.
+
+    The value is the benchmark's identity in asv's results history: its form (``O`` for the
+    outputs) stays as it is, so that results of earlier commits compare with today's.
+    """
+    return f"N={n},O={outputs},width={width}"
 
 
 def parse_point(point: str) -> dict[str, int]:
-    """``'N=16,O=10,width=128'`` -> ``{'n': 16, 'out': 10, 'width': 128}``."""
+    """``'N=16,O=10,width=128'`` -> ``{'n': 16, 'outputs': 10, 'width': 128}``."""
     match = _POINT_RE.match(point.strip("'\""))
     if match is None:
         raise ValueError(f"not a grid point: {point!r}")
@@ -146,14 +150,14 @@ def kernel_fn(kernel: str, apply_fn: Any, implementation: int) -> Any:
 
 
 def make_inputs(
-    model: str, n: int, out: int, width: int, *, seed: int = 0, image_shape=IMAGE_SHAPE, **options: Any
+    model: str, n: int, outputs: int, width: int, *, seed: int = 0, image_shape=IMAGE_SHAPE, **options: Any
 ) -> tuple:
     """``(apply_fn, params, x)``: zoo `model` at init and `n` random inputs."""
     import jax
 
     from nt_pntk.experiments import models
 
-    m = models.get_model(model, width=width, outputs=out, **options)
+    m = models.get_model(model, width=width, outputs=outputs, **options)
     k_params, k_x = jax.random.split(jax.random.PRNGKey(seed))
     _, params = m.init_fn(k_params, (-1, *image_shape))
     x = jax.random.normal(k_x, (n, *image_shape))
@@ -163,16 +167,16 @@ def make_inputs(
 _compiled: dict[tuple, Compiled] = {}
 
 
-def warm_kernel(model: str, kernel: str, implementation: int, n: int, out: int, width: int) -> Compiled:
+def warm_kernel(model: str, kernel: str, implementation: int, n: int, outputs: int, width: int) -> Compiled:
     """`Compiled` kernel, built and called once (warm-up) on first use in this process.
 
     asv_runner re-runs a benchmark's ``setup`` before every timed sample; memoizing here
     keeps each sample a call of the same warm executable instead of a fresh one (whose
     first calls are several times slower) and spares the re-tracing.
     """
-    key = (model, kernel, int(implementation), n, out, width)
+    key = (model, kernel, int(implementation), n, outputs, width)
     if key not in _compiled:
-        compiled = Compiled(model, kernel, implementation, n=n, out=out, width=width)
+        compiled = Compiled(model, kernel, implementation, n=n, outputs=outputs, width=width)
         compiled()
         _compiled[key] = compiled
     return _compiled[key]
@@ -181,10 +185,12 @@ def warm_kernel(model: str, kernel: str, implementation: int, n: int, out: int, 
 class Compiled:
     """A kernel of a zoo model on `n` inputs (x2 = x1), jitted and compiled ahead of time."""
 
-    def __init__(self, model: str, kernel: str, implementation: int, n: int, out: int, width: int, **options):
+    def __init__(
+        self, model: str, kernel: str, implementation: int, n: int, outputs: int, width: int, **options
+    ):
         import jax
 
-        apply_fn, self.params, self.x = make_inputs(model, n, out, width, **options)
+        apply_fn, self.params, self.x = make_inputs(model, n, outputs, width, **options)
         fn = kernel_fn(kernel, apply_fn, int(implementation))
         self.compiled = jax.jit(lambda x, params: fn(x, None, params)).lower(self.x, self.params).compile()
 

@@ -18,7 +18,7 @@ from typing import ClassVar
 from . import _common
 
 WIDTH = 32
-OUT = 10
+OUTPUTS = 10
 TILE_SIZE = 512
 
 
@@ -73,7 +73,7 @@ class _Tiled:
         if n not in _state:
             import nt_pntk
 
-            apply_fn, params, x = _common.make_inputs("fc", n=n, out=OUT, width=WIDTH)
+            apply_fn, params, x = _common.make_inputs("fc", n=n, outputs=OUTPUTS, width=WIDTH)
             fn = nt_pntk.empirical_pntk_fn(apply_fn, vmap_axes=0, implementation=1)
             _state[n] = (_kernel_matrix(), fn, params, x)
         self.kernel_matrix, self.fn, self.model_params, self.x = _state[n]

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from nt_pntk._src import checks
 
-Kind = Literal["module", "attribute", "argument", "option", "value", "script", "keyword"]
+Kind = Literal["module", "attribute", "argument", "option", "value", "script", "keyword", "data"]
 
 #: The section of ``CHANGELOG.md`` whose release has no number yet.
 UNRELEASED = "Unreleased"
@@ -45,7 +45,8 @@ class Deprecation:
     Attributes:
       kind: what is deprecated: a ``module``, a module ``attribute``, a function's keyword
         ``argument``, a command-line ``option``, an option's ``value``, a ``script`` run with
-        ``python -m``, or a ``keyword`` that the command line passes to a user's function.
+        ``python -m``, a ``keyword`` that the command line passes to a user's function, or
+        ``data``: a former name read from a file (a configuration's key, a results column).
       where: the module (``nt_pntk.tiled``), the function (``kernel_matrix``) or the command
         (``nt-pntk compare``) that has the old name; empty for a module.
       old: the old name (``format_bytes``, ``out``, ``--out``, ``ntk``).
@@ -248,6 +249,40 @@ def _entries() -> list[Deprecation]:
             f"nt_pntk._src.tiled.routes:{name}",
             "`KernelMatrixPlan`'s fields",
         )
+    # Former names for O read from files: a validation configuration, a results directory, a table.
+    unreleased = {"since": UNRELEASED}
+    add(
+        "data",
+        "validation configuration",
+        "outs",
+        "`outputs`",
+        ("the `[[sweep]]` key `outs` of a validation configuration", "`outputs`"),
+        **unreleased,
+    )
+    add(
+        "data",
+        "validation output",
+        "out",
+        "the current names (`outputs`); the files are left as they are",
+        (
+            "an output directory of 0.2.0 (the column `out` in its cells, `outs` in its `config.json`), "
+            "resumed",
+            "— (it resumes, its files left as they are)",
+        ),
+        **unreleased,
+    )
+    add(
+        "data",
+        "validation table",
+        "out",
+        "the column `outputs`",
+        (
+            "a `results.csv`/`slopes.csv` table with the column `out`, passed to `fit_slopes`, "
+            "`output_scaling`, `write_report`",
+            "the column `outputs`",
+        ),
+        **unreleased,
+    )
     return entries
 
 
@@ -451,3 +486,15 @@ def changelog_table(since: str) -> str:
 def releases() -> list[str]:
     """The releases that deprecated something, in the table's order."""
     return list(dict.fromkeys(e.since for e in DEPRECATIONS))
+
+
+def warn_data(where: str, old: str, what: str, *, stacklevel: int = 2) -> None:
+    """Warns that a former name read from a file (`what` describes where it was found) is
+    deprecated: the ``data`` entry (`where`, `old`) gives the release that removes it and the fix.
+    `stacklevel` counts from the caller of `warn_data`."""
+    entry = _one("data", where, old)
+    warnings.warn(
+        f"{what} is deprecated (removed in {entry.removed_in}); use {entry.new}.",
+        DeprecationWarning,
+        stacklevel=stacklevel + 1,
+    )

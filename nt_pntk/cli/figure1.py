@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     table = pd.DataFrame(
         {
             "depth": frame["depth"],
-            "O": frame["O"],
+            "outputs": frame["outputs"],
             "impl": frame["implementation"],
             "params": frame["params"].map(lambda p: f"{p / 1e6:.2f}M"),
             "eNTK": frame["eNTK_s"].map(lambda s: f"{s * 1e3:.2f} ms"),

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 import time
+import warnings
+from collections.abc import Iterator
 
 from nt_pntk._src import checks, deprecations
 
@@ -21,7 +25,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dpi", type=int, default=150, help="resolution of the PNG plots (PDFs beside them)")
 
 
+@contextlib.contextmanager
+def _deprecations_on_stderr() -> Iterator[None]:
+    """The library's `DeprecationWarning`s (a configuration's or a results directory's former
+    names) as one line each on stderr, as the deprecated options' (Python hides them by default)."""
+
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, *args, **kwargs) -> None:
+            if issubclass(category, DeprecationWarning):
+                print(f"nt-pntk validate: warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.filterwarnings("always", category=DeprecationWarning, module=r"nt_pntk(\.|$)")
+        warnings.showwarning = show
+        yield
+
+
 def run(args: argparse.Namespace) -> int:
+    with _deprecations_on_stderr():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from nt_pntk._src.experiments.validation import config, fits, report, sweep
 
     # A bad configuration raises `config.ConfigError` (exit code 2) before anything is written;

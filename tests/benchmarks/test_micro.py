@@ -89,8 +89,8 @@ def test_fit_exponents(benchmark):
     for metric in ("time", "peakmem", "temp_bytes", "total_bytes"):
         for kernel in ("entk", "trace", "pntk"):
             for implementation in ("1", "2", "3"):
-                for n, out, width in points:
-                    value = 1e-6 * n**2 * out ** (1.5 if kernel == "entk" else 0) * width
+                for n, outputs, width in points:
+                    value = 1e-6 * n**2 * outputs ** (1.5 if kernel == "entk" else 0) * width
                     rows.append(
                         {
                             "commit": "c" * 40,
@@ -101,7 +101,7 @@ def test_fit_exponents(benchmark):
                             "kernel": kernel,
                             "implementation": implementation,
                             "n": n,
-                            "out": out,
+                            "outputs": outputs,
                             "width": width,
                             "value": value,
                         }

@@ -11,7 +11,7 @@ with a row per measured figure:
 * ``suite``: the benchmark's class without its kind suffix, lower case (``FCTime`` ->
   ``fc``, ``TiledPeakMem`` -> ``tiled``), or its ``model`` parameter;
 * ``kernel``, ``implementation``: the parameters of that name (``-`` where absent);
-* ``n``, ``out``, ``width``: the grid axes, from a ``point`` parameter
+* ``n``, ``outputs``, ``width``: the grid axes, from a ``point`` parameter
   (``'N=16,O=10,width=128'``) or parameters of those names;
 * ``value``: the figure (NaN for a failed or skipped benchmark).
 
@@ -46,8 +46,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-AXES = ("n", "out", "width")
-AXIS_LABELS = {"n": "N", "out": "O", "width": "width"}
+AXES = ("n", "outputs", "width")
+AXIS_LABELS = {"n": "N", "outputs": "O", "width": "width"}
 KEY_COLUMNS = ("metric", "suite", "kernel", "implementation")
 _POINT_RE = re.compile(r"^N=(\d+),O=(\d+),width=(\d+)$")
 _KIND_SUFFIX_RE = re.compile(r"(Time|PeakMem|Xla|Track|Mem)$")
@@ -199,7 +199,7 @@ def load_results(
 
     Returns:
       Columns ``commit, date, machine, env, benchmark, class, function, metric, suite,
-      kernel, implementation, n, out, width, params, value, unit``; ``peakmem`` still
+      kernel, implementation, n, outputs, width, params, value, unit``; ``peakmem`` still
       raw (see `subtract_references`).
 
     Raises:
@@ -510,7 +510,7 @@ def compare(frame: pd.DataFrame, baseline: str, contender: str, *, threshold: fl
       threshold: the factor (> 1) beyond which a change is flagged.
 
     Returns:
-      Columns ``env, metric, suite, kernel, implementation, n, out, width, benchmark, params,
+      Columns ``env, metric, suite, kernel, implementation, n, outputs, width, benchmark, params,
       baseline, contender, ratio, flag`` (flag ``worse``, ``better`` or empty), the
       worst ratios first.
     """

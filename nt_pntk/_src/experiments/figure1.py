@@ -114,7 +114,7 @@ def measure(
       log: called with one line per measured row (None: silent).
 
     Returns:
-      A DataFrame with columns ``depth``, ``O``, ``implementation``, ``params``, ``eNTK_s``,
+      A DataFrame with columns ``depth``, ``outputs`` (O), ``implementation``, ``params``, ``eNTK_s``,
       ``pNTK_s``, ``ratio``, ``eNTK_compile_s``, ``pNTK_compile_s``; ``attrs`` hold the size,
       the device and the image shape.
 
@@ -165,7 +165,7 @@ def measure(
                 rows.append(
                     {
                         "depth": depth,
-                        "O": o,
+                        "outputs": o,
                         "implementation": implementation,
                         "params": n_params,
                         "eNTK_s": entk.median_s,
@@ -194,9 +194,9 @@ def plot(frame, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     markers = {"eNTK_s": "o-", "pNTK_s": "s--"}
-    for (out, implementation), group in frame.groupby(["O", "implementation"], sort=True):
+    for (outputs, implementation), group in frame.groupby(["outputs", "implementation"], sort=True):
         for column, style in markers.items():
-            label = f"{column[:4]}, O={out}" + (
+            label = f"{column[:4]}, O={outputs}" + (
                 f", impl {implementation}" if frame["implementation"].nunique() > 1 else ""
             )
             ax.semilogy(group["depth"], group[column], style, label=label)

@@ -126,10 +126,10 @@ def predict(
         if not t >= 0:  # also NaN
             raise ValueError(f"`t` must be a time >= 0, or None (or inf) for infinite time; got t={t!r}.")
     learning_rate = checks.positive("learning_rate", learning_rate)
-    n, out = y.shape
+    n, outputs = y.shape
     full = k.ndim == 4
     if full:
-        k, k_star, y = numerics.entk_matrix(k), numerics.entk_matrix(k_star), y.reshape(n * out, 1)
+        k, k_star, y = numerics.entk_matrix(k), numerics.entk_matrix(k_star), y.reshape(n * outputs, 1)
     # Entries of at most 1 by a power of two, which scales exactly: the norms, the mean diagonal and
     # the ridge cannot overflow (ridge=1e308). Gradient flow on K/s for s·τ is gradient flow on K for τ.
     scale = _power_of_two_above(float(np.max(np.abs(k))))
@@ -138,7 +138,7 @@ def predict(
     mean_diagonal = float(np.mean(np.diag(k)))
     k_reg = k + ridge * mean_diagonal * np.eye(len(k))
     # An η·t beyond float64's range is infinite time, the limit it stands for (e^{-λτ} is 0 either way).
-    time = math.inf if t is None else learning_rate * (t * scale) / (n * out)
+    time = math.inf if t is None else learning_rate * (t * scale) / (n * outputs)
     tolerance = max(len(k), 100) * eps
     coefficients = _cholesky_solve(k_reg, y, tolerance) if math.isinf(time) else None
     if coefficients is None:
@@ -146,7 +146,7 @@ def predict(
         _check_semi_definite(evals, ridge, mean_diagonal, tolerance, scale)
         coefficients = _gradient_flow_solve(evals, evecs, y, time, tolerance)
     prediction = k_star @ coefficients
-    return prediction.reshape(-1, out)
+    return prediction.reshape(-1, outputs)
 
 
 def _power_of_two_above(value: float) -> float:

@@ -99,9 +99,9 @@ def check_output_path(output: Any) -> Path | None:
 class Record:
     """The sidecar directory of finished tiles (see the module docstring)."""
 
-    def __init__(self, out: Path):
-        self.out = out
-        self.dir = Path(str(out) + ".tiles")
+    def __init__(self, output: Path):
+        self.output = output
+        self.dir = Path(str(output) + ".tiles")
         self.meta_path = self.dir / "meta.json"
         self.done_dir = self.dir / "done"
 
@@ -114,21 +114,21 @@ class Record:
             return None
         except (OSError, ValueError) as e:
             raise _checks.UsageError(
-                f"The tile record {str(self.meta_path)!r} of `output`={str(self.out)!r} is unreadable ({e}); "
-                "nothing was overwritten. Delete the output and its .tiles directory to start over."
+                f"The tile record {str(self.meta_path)!r} of `output`={str(self.output)!r} is unreadable "
+                f"({e}); nothing was overwritten. Delete the output and its .tiles directory to start over."
             ) from e
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             found = meta.get("format") if isinstance(meta, dict) else None
             raise _checks.UsageError(
                 f"{str(self.meta_path)!r} is not a record of this version of nt_pntk.kernel_matrix (format "
                 f"{found!r}, expected {FORMAT!r}); nothing was overwritten. Choose another `output`, or "
-                f"delete {str(self.out)!r} and {str(self.dir)!r} to start over."
+                f"delete {str(self.output)!r} and {str(self.dir)!r} to start over."
             )
         problem = _meta_problem(meta)
         if problem:
             raise _checks.UsageError(
-                f"The tile record {str(self.meta_path)!r} of `output`={str(self.out)!r} is damaged: "
-                f"{problem}; nothing was overwritten. Delete {str(self.out)!r} and {str(self.dir)!r} "
+                f"The tile record {str(self.meta_path)!r} of `output`={str(self.output)!r} is damaged: "
+                f"{problem}; nothing was overwritten. Delete {str(self.output)!r} and {str(self.dir)!r} "
                 "to start over."
             )
         return meta
@@ -470,9 +470,9 @@ class OutputLock:
     Without ``fcntl`` (not POSIX) it does nothing.
     """
 
-    def __init__(self, out: Path, announce: Callable[[str], None]):
-        self.out = out
-        self.path = Path(str(out) + ".lock")
+    def __init__(self, output: Path, announce: Callable[[str], None]):
+        self.output = output
+        self.path = Path(str(output) + ".lock")
         self.announce = announce
         self.fd: int | None = None
 
@@ -488,9 +488,9 @@ class OutputLock:
                 except BlockingIOError:
                     holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
                     self.announce(
-                        f"kernel_matrix: `output`={str(self.out)!r} is being computed by {holder} (lock file "
-                        f"{str(self.path)!r}); waiting until it finishes, then this run returns its kernel "
-                        "or resumes it."
+                        f"kernel_matrix: `output`={str(self.output)!r} is being computed by {holder} "
+                        f"(lock file {str(self.path)!r}); waiting until it finishes, then this run returns "
+                        "its kernel or resumes it."
                     )
                     fcntl.flock(fd, fcntl.LOCK_EX)
                 if self._is_current(fd):

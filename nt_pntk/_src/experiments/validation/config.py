@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from nt_pntk._src import checks, measure
+from nt_pntk._src import checks, deprecations, measure
 from nt_pntk._src.experiments import models
 
 #: The configurations shipped with the package (`--config quick|paper|ci`).
@@ -49,7 +49,7 @@ SWEEP_KEYS = (
     "vary",
     "width",
     "widths",
-    "outs",
+    "outputs",
     "data",
     "options",
     "seeds",
@@ -58,6 +58,9 @@ SWEEP_KEYS = (
     "n_test",
     "implementation",
 )
+#: Keys of a [[sweep]] table renamed: the former name (key) is still read, with a
+#: `DeprecationWarning` naming the new one (its `data` entry in `deprecations`: until 0.5.0).
+RENAMED_SWEEP_KEYS = {"outs": "outputs"}
 #: Inputs of every dataset: 8×8×1 images (the digits, and the synthetic data of the same shape).
 INPUT_SHAPE = (-1, 8, 8, 1)
 #: Bootstrap resamples at most: the intervals' percentiles are settled long before, and the
@@ -65,7 +68,7 @@ INPUT_SHAPE = (-1, 8, 8, 1)
 MAX_BOOTSTRAP = 100_000
 #: Gradient-descent steps at most: each is one compiled call, a million are hours per cell.
 MAX_TRAIN_STEPS = 1_000_000
-#: Cells (widths × outs × seeds, over the sweeps) at most: the paper's configuration has 342,
+#: Cells (widths × outputs × seeds, over the sweeps) at most: the paper's configuration has 342,
 #: and each takes seconds to minutes.
 MAX_CELLS = 100_000
 LABEL_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -82,7 +85,7 @@ class Sweep:
 
     architecture: str
     widths: tuple[int, ...]
-    outs: tuple[int, ...]
+    outputs: tuple[int, ...]
     data: str = "digits"
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     n_train: int | None = None  # None: the configuration's
@@ -126,7 +129,7 @@ class Cell:
 
     architecture: str
     width: int
-    out: int
+    outputs: int
     data: str
     seed: int
     options: tuple[tuple[str, Any], ...]
@@ -145,7 +148,7 @@ class Cell:
         body = "" if self.fixed_width is None else f"_width{self.fixed_width}"
         return (
             f"{self.label or self.architecture}{opts}{body}_{self.data}"
-            f"_n{self.n_train}+{self.n_test}_{self.vary}{self.width}_o{self.out}_s{self.seed}"
+            f"_n{self.n_train}+{self.n_test}_{self.vary}{self.width}_o{self.outputs}_s{self.seed}"
         )
 
     @property
@@ -183,12 +186,12 @@ class Config:
             n_train = sweep.n_train or self.n_train
             n_test = sweep.n_test or self.n_test
             seeds = range(sweep.seeds or self.seeds)
-            for width, out, seed in itertools.product(sweep.widths, sweep.outs, seeds):
+            for width, outputs, seed in itertools.product(sweep.widths, sweep.outputs, seeds):
                 cells.append(
                     Cell(
                         sweep.architecture,
                         width,
-                        out,
+                        outputs,
                         sweep.data,
                         seed,
                         options,
@@ -261,6 +264,7 @@ def parse(raw: dict[str, Any], default_name: str = "custom") -> Config:
     sweeps_raw = _field(raw, "sweep", list)
     if not sweeps_raw:
         raise ConfigError("`sweep` must list at least one [[sweep]] table.")
+    sweeps_raw = _renamed_keys(sweeps_raw)
     sweeps = tuple(_parse_sweep(s, f"sweep[{i}]") for i, s in enumerate(sweeps_raw))
     name = raw.get("name", default_name)
     if not isinstance(name, str) or not name:
@@ -307,6 +311,32 @@ def parse(raw: dict[str, Any], default_name: str = "custom") -> Config:
     return cfg
 
 
+def _renamed_keys(sweeps: list) -> list:
+    """The [[sweep]] tables with each former key (`RENAMED_SWEEP_KEYS`) under its new name.
+
+    One `DeprecationWarning` per former key, naming the tables that use it; a table with both
+    names is an error.
+    """
+    for old, new in RENAMED_SWEEP_KEYS.items():
+        users = [i for i, s in enumerate(sweeps) if isinstance(s, dict) and old in s]
+        if not users:
+            continue
+        for i in users:
+            if new in sweeps[i]:
+                raise ConfigError(
+                    f"`sweep[{i}].{old}` is the former name of `sweep[{i}].{new}`; give `{new}` only."
+                )
+        tables = ", ".join(f"sweep[{i}]" for i in users)
+        deprecations.warn_data(
+            "validation configuration", old, f"The [[sweep]] key `{old}` ({tables})", stacklevel=3
+        )
+        sweeps = [
+            {(new if k == old else k): v for k, v in s.items()} if i in users else s
+            for i, s in enumerate(sweeps)
+        ]
+    return sweeps
+
+
 def _learning_rate(value: Any) -> float:
     """A fraction of gradient descent's stability limit: in (0, 1)."""
     if not _is_number(value) or not 0 < value < 1:
@@ -321,12 +351,12 @@ def _learning_rate(value: Any) -> float:
 def _check_work(cfg: Config) -> None:
     """Refuses amounts of work that would not finish: cells, training steps, resamples."""
     cells = sum(
-        len(s.widths) * len(s.outs) * (s.seeds or cfg.seeds) for s in cfg.sweeps
+        len(s.widths) * len(s.outputs) * (s.seeds or cfg.seeds) for s in cfg.sweeps
     )  # counted, not listed: `cfg.cells()` of a billion seeds would itself exhaust the memory
     if cells > MAX_CELLS:
         raise ConfigError(
-            f"The configuration has {cells:,} cells (widths × outs × seeds, summed over the sweeps), "
-            f"more than the {MAX_CELLS:,} a run may have; lower `seeds` or shorten `widths` and `outs`."
+            f"The configuration has {cells:,} cells (widths × outputs × seeds, summed over the sweeps), "
+            f"more than the {MAX_CELLS:,} a run may have; lower `seeds` or shorten `widths` and `outputs`."
         )
     if cfg.train_steps > MAX_TRAIN_STEPS:
         raise ConfigError(
@@ -341,8 +371,8 @@ def _check_work(cfg: Config) -> None:
         )
 
 
-def cell_memory(cfg: Config, sweep: Sweep, width: int, out: int) -> dict[str, int]:
-    """Bytes that a cell of `sweep` at `width` and `out` needs at the least, by what holds them.
+def cell_memory(cfg: Config, sweep: Sweep, width: int, outputs: int) -> dict[str, int]:
+    """Bytes that a cell of `sweep` at `width` and `outputs` needs at the least, by what holds them.
 
     ``"parameters"``: the parameters (three copies while training: the parameters, their
     gradient and the step's result); ``"kernels"``: the float64 eNTK (N, N, O, O) and pNTK
@@ -350,19 +380,19 @@ def cell_memory(cfg: Config, sweep: Sweep, width: int, out: int) -> dict[str, in
     XLA's temporaries come on top.
     """
     arguments = {"width": width} if sweep.vary == "width" else {"width": sweep.width, sweep.vary: width}
-    model = models.get_model(sweep.architecture, outputs=out, **sweep.options, **arguments)
+    model = models.get_model(sweep.architecture, outputs=outputs, **sweep.options, **arguments)
     copies = 3 if "trained" in sweep.phases else 1
     n = (sweep.n_train or cfg.n_train) + (sweep.n_test or cfg.n_test)
     return {
         "parameters": copies * models.parameter_bytes(model.init_fn, INPUT_SHAPE),
-        "kernels": 8 * n * n * (out * out + 1),
+        "kernels": 8 * n * n * (outputs * outputs + 1),
     }
 
 
 def _check_memory(cfg: Config, sweep: Sweep, where: str) -> None:
     """Refuses a sweep whose largest cell cannot fit in this machine's memory, naming the option."""
-    width, out = max(sweep.widths), max(sweep.outs)
-    need = cell_memory(cfg, sweep, width, out)
+    width, outputs = max(sweep.widths), max(sweep.outputs)
+    need = cell_memory(cfg, sweep, width, outputs)
     memory = measure.physical_memory_bytes()
     if sum(need.values()) <= memory:
         return
@@ -372,13 +402,13 @@ def _check_memory(cfg: Config, sweep: Sweep, where: str) -> None:
         f"N = n_train + n_test inputs {need['kernels'] / gib:.3g} GiB"
     )
     if need["kernels"] >= need["parameters"]:
-        fix = f"lower `{where}.outs` (the eNTK grows as O²), or `n_train` and `n_test`"
-        named = f"`{where}.outs` = {list(sweep.outs)}"
+        fix = f"lower `{where}.outputs` (the eNTK grows as O²), or `n_train` and `n_test`"
+        named = f"`{where}.outputs` = {list(sweep.outputs)}"
     else:
         fix = f"lower `{where}.widths` or the options that widen the network"
         named = f"`{where}.widths` = {list(sweep.widths)}"
     raise ConfigError(
-        f"{named}: the cell of width {width:,} and O = {out:,} needs at least "
+        f"{named}: the cell of width {width:,} and O = {outputs:,} needs at least "
         f"{sum(need.values()) / gib:.3g} GiB ({parts}), more than this machine's "
         f"{memory / gib:.3g} GiB of memory; {fix}."
     )
@@ -406,7 +436,7 @@ def _parse_sweep(raw: Any, where: str) -> Sweep:
     widths = _int_list(raw, "widths", where)
     if any(b <= a for a, b in itertools.pairwise(widths)):
         raise ConfigError(f"`{where}.widths` must be strictly increasing; got {list(widths)}.")
-    outs = _int_list(raw, "outs", where)
+    outputs = _int_list(raw, "outputs", where)
     data = raw.get("data", "digits")
     if data not in DATASETS:
         raise ConfigError(f"`{where}.data` must be one of {DATASETS}; got {data!r}.")
@@ -429,7 +459,7 @@ def _parse_sweep(raw: Any, where: str) -> Sweep:
         if "width" not in raw:
             raise ConfigError(f"`{where}.width` is missing: the fixed body width when `vary` = {vary!r}.")
         fixed_width = _positive(raw, "width", int, None, where)
-    options = _options(raw.get("options", {}), arch, widths[-1], max(outs), where, vary, fixed_width)
+    options = _options(raw.get("options", {}), arch, widths[-1], max(outputs), where, vary, fixed_width)
     sizes = {}
     for name in ("n_train", "n_test", "seeds"):
         if name in raw:
@@ -462,7 +492,7 @@ def _parse_sweep(raw: Any, where: str) -> Sweep:
     return Sweep(
         arch,
         widths,
-        outs,
+        outputs,
         data,
         options,
         implementation=implementation,
@@ -475,7 +505,13 @@ def _parse_sweep(raw: Any, where: str) -> Sweep:
 
 
 def _options(
-    options: Any, arch: str, width: int, out: int, where: str, vary: str = "width", fixed: int | None = None
+    options: Any,
+    arch: str,
+    width: int,
+    outputs: int,
+    where: str,
+    vary: str = "width",
+    fixed: int | None = None,
 ) -> dict[str, Any]:
     """The builder's options, checked by name, and by building the widest cell's model (the
     builder checks every size: the options and the swept width)."""
@@ -492,16 +528,16 @@ def _options(
     swept = {"width": width} if vary == "width" else {"width": fixed, vary: width}
     try:
         # Builds the stax layers only (no parameters): cheap, and the builder checks every size.
-        models.get_model(arch, outputs=out, **options, **swept)
+        models.get_model(arch, outputs=outputs, **options, **swept)
     except (TypeError, ValueError) as e:
         # The builder's message names its argument first (`checks`' convention): name its field here.
         argument = re.match(r"`(\w+)`", str(e))
-        fields = {"outputs": f"{where}.outs", vary: f"{where}.widths"}
+        fields = {"outputs": f"{where}.outputs", vary: f"{where}.widths"}
         if vary != "width":
             fields["width"] = f"{where}.width"
         name = argument.group(1) if argument else ""
         field = fields.get(name, f"{label}.{name}" if name in options else label)
-        sizes = ", ".join(f"{k}={v}" for k, v in {**swept, "outputs": out}.items())
+        sizes = ", ".join(f"{k}={v}" for k, v in {**swept, "outputs": outputs}.items())
         raise ConfigError(
             f"`{field}` does not build a {arch!r} model (the sweep's widest cell: {sizes}, "
             f"options {options!r}): {e}"

@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from nt_pntk._src.experiments.validation.metrics import EXPECTED_SLOPES
+from nt_pntk._src.experiments.validation.sweep import current_columns
 
-GROUP = ["sweep", "role", "architecture", "data", "out", "phase"]
+GROUP = ["sweep", "role", "architecture", "data", "outputs", "phase"]
 VERDICTS = ("PASS", "FAIL", "PRE-ASYMPTOTIC", "-")
 #: Metrics whose claim is an upper bound, not an exact rate: a perturbation bound on λmax, and
 #: the prediction gap, bounded through the kernels' gap. Falling faster than n^-1/2 passes.
@@ -114,7 +115,8 @@ def fit_slopes(
     """Slopes of log(metric) against log(width) per sweep, O, phase and metric, with verdicts.
 
     Args:
-      table: the sweep's rows (`results.csv`).
+      table: the sweep's rows (`results.csv`; an older release's former column names are
+        read with a `DeprecationWarning`, `sweep.current_columns`).
       bootstrap: resamples for the intervals.
       band: [low, high] of an n^-1/2 slope that passes.
       level: the error below which the widest width counts as asymptotic (for n^-1/2 claims).
@@ -129,6 +131,7 @@ def fit_slopes(
       ``nonpositive`` and ``nonfinite``: how many values could not enter a log-log fit
       (they are counted, never silently dropped).
     """
+    table = current_columns(table, "fit_slopes")
     rng = np.random.default_rng(seed)
     rows = []
     group = [c for c in GROUP if c in table.columns]
@@ -181,21 +184,22 @@ def output_scaling(
     err ∝ √(O/n), the curves of every O collapse on one line in √(O/n).
 
     Returns:
-      One row per sweep: ``sweep``, ``architecture``, ``data``, ``outs`` ("2,10,100"),
+      One row per sweep: ``sweep``, ``architecture``, ``data``, ``outputs`` ("2,10,100"),
       ``alpha``, ``alpha_low``, ``alpha_high``, ``beta``, ``beta_low``, ``beta_high``,
       ``points`` (those with a finite positive value) and ``excluded`` (the others).
     """
+    table = current_columns(table, "output_scaling")
     rng = np.random.default_rng(seed)
     rows = []
     init = table[(table.phase == "init") & (table.get("role", "theorem") == "theorem")]
     for (sweep, arch, data), part in init.groupby(["sweep", "architecture", "data"], sort=True):
-        if part.out.nunique() < 2 or part.width.nunique() < 2:
+        if part.outputs.nunique() < 2 or part.width.nunique() < 2:
             continue
         values = part[metric].to_numpy(float)
         ok = np.isfinite(values) & (values > 0)
         part = part[ok]
-        cells = [g for _, g in part.groupby(["width", "out"], sort=True)]
-        design = [np.column_stack([np.ones(len(g)), np.log(g.width), np.log(g.out)]) for g in cells]
+        cells = [g for _, g in part.groupby(["width", "outputs"], sort=True)]
+        design = [np.column_stack([np.ones(len(g)), np.log(g.width), np.log(g.outputs)]) for g in cells]
         logs = [np.log(g[metric].to_numpy(float)) for g in cells]
         coef = np.linalg.lstsq(np.vstack(design), np.concatenate(logs), rcond=None)[0]
         replicas = []
@@ -208,7 +212,7 @@ def output_scaling(
         )
         rows.append(
             {"sweep": sweep, "architecture": arch, "data": data}
-            | {"outs": ",".join(str(o) for o in sorted(part.out.unique()))}
+            | {"outputs": ",".join(str(o) for o in sorted(part.outputs.unique()))}
             | {"alpha": coef[1], "alpha_low": low[1], "alpha_high": high[1]}
             | {"beta": coef[2], "beta_low": low[2], "beta_high": high[2]}
             | {"points": int(ok.sum()), "excluded": int((~ok).sum())}

@@ -50,14 +50,14 @@ def cell_data(cell: Cell) -> tuple[np.ndarray, ...]:
     return x[: cell.n_train], labels[: cell.n_train], x[cell.n_train :], labels[cell.n_train :]
 
 
-def targets(labels: np.ndarray, out: int) -> np.ndarray:
-    """Centered one-hot regression targets over `out` outputs (class = label mod out)."""
-    return data.centred_one_hot(labels % out, out)
+def targets(labels: np.ndarray, outputs: int) -> np.ndarray:
+    """Centered one-hot regression targets over `outputs` outputs (class = label mod outputs)."""
+    return data.centred_one_hot(labels % outputs, outputs)
 
 
 @functools.cache
-def _kernel_fns(architecture: str, out: int, implementation: int, model_arguments: tuple) -> tuple:
-    model = models.get_model(architecture, outputs=out, **dict(model_arguments))
+def _kernel_fns(architecture: str, outputs: int, implementation: int, model_arguments: tuple) -> tuple:
+    model = models.get_model(architecture, outputs=outputs, **dict(model_arguments))
     kw = dict(vmap_axes=0, implementation=implementation)
     full = jax.jit(nt.empirical_ntk_fn(model.apply_fn, trace_axes=(), **kw))
     pntk = jax.jit(_pntk.empirical_pntk_fn(model.apply_fn, **kw))
@@ -67,7 +67,7 @@ def _kernel_fns(architecture: str, out: int, implementation: int, model_argument
 def measure_cell(cell: Cell, cfg: Config) -> list[dict]:
     """All metrics of `cell`: one row per phase of `cell.phases` (initialization, after training)."""
     model, full_fn, pntk_fn = _kernel_fns(
-        cell.architecture, cell.out, cell.implementation, tuple(sorted(cell.model_arguments().items()))
+        cell.architecture, cell.outputs, cell.implementation, tuple(sorted(cell.model_arguments().items()))
     )
     x_train, y_train, x_test, y_test = cell_data(cell)
     x_all = jnp.concatenate([x_train, x_test])
@@ -81,7 +81,7 @@ def measure_cell(cell: Cell, cfg: Config) -> list[dict]:
         entk, pntk, sums = measured
         if sums.finite:
             values = kernel_metrics(
-                entk, pntk, sums, theta_inf, y_train, y_test, cell.n_train, cell.out, cfg.ridge
+                entk, pntk, sums, theta_inf, y_train, y_test, cell.n_train, cell.outputs, cfg.ridge
             )
         else:  # training diverged: record it rather than lose the sweep
             values = dict.fromkeys(EXPECTED_SLOPES, float("nan"))
@@ -100,7 +100,7 @@ def measure_cell(cell: Cell, cfg: Config) -> list[dict]:
             pntk_train = np.asarray(pntk_fn(x_train, None, params), np.float64)
         rate = cfg.learning_rate * 2 * cell.n_train / np.linalg.eigvalsh(pntk_train)[-1]
         train = _train_fn(model.apply_fn, cfg.train_steps)
-        rows.append(row("trained", kernels(train(params, x_train, targets(y_train, cell.out), rate))))
+        rows.append(row("trained", kernels(train(params, x_train, targets(y_train, cell.outputs), rate))))
     return rows
 
 
@@ -113,7 +113,7 @@ def cell_columns(cell: Cell) -> dict:
         "architecture": cell.architecture,
         "data": cell.data,
         "width": cell.width,
-        "out": cell.out,
+        "outputs": cell.outputs,
         "seed": cell.seed,
     }
 
@@ -270,7 +270,7 @@ def kernel_metrics(
     y_train: np.ndarray,
     y_test: np.ndarray,
     n_train: int,
-    out: int,
+    outputs: int,
     ridge: float,
 ) -> dict[str, float]:
     """Every metric of `EXPECTED_SLOPES`: errors from the block sums, the rest from the kernels.
@@ -281,10 +281,10 @@ def kernel_metrics(
       theta_inf: NT's (N, N) infinite-width NTK on the same inputs.
       y_train, y_test: integer labels.
       n_train: how many of the N inputs are training inputs.
-      out: O.
+      outputs: O.
       ridge: kernel regression's ridge, relative to the mean kernel diagonal.
     """
-    y = targets(y_train, out)
+    y = targets(y_train, outputs)
     train, test = slice(0, n_train), slice(n_train, None)
     with checks.computed_values():  # a kernel refused (NaN entries) is a failure, not a usage error
         f_entk = regression.predict(entk[train, train], y, entk[test, train], ridge=ridge)
@@ -292,7 +292,7 @@ def kernel_metrics(
         spectral = spectra.spectral_errors(
             spectra.spectrum(entk[train, train]), spectra.spectrum(pntk[train, train]), top_k=1
         )
-    inf_norm = np.sqrt(out) * np.linalg.norm(theta_inf)  # ‖Θ∞ ⊗ I_O‖
+    inf_norm = np.sqrt(outputs) * np.linalg.norm(theta_inf)  # ‖Θ∞ ⊗ I_O‖
     return {
         **{metric: sums.relative_error(kernel) for kernel, metric in APPROXIMATIONS.items()},
         "err_pntk_inf": numerics.relative_error(theta_inf, pntk),
@@ -301,6 +301,6 @@ def kernel_metrics(
         "pred_gap": float(np.linalg.norm(f_entk - f_pntk) / np.linalg.norm(f_entk)),
         "err_lambda_max": spectral.lambda_max,
         "err_cond": spectral.condition_number,  # NaN where the eNTK is singular in float64
-        "acc_entk": float(np.mean(np.argmax(f_entk, 1) == y_test % out)),
-        "acc_pntk": float(np.mean(np.argmax(f_pntk, 1) == y_test % out)),
+        "acc_entk": float(np.mean(np.argmax(f_entk, 1) == y_test % outputs)),
+        "acc_pntk": float(np.mean(np.argmax(f_pntk, 1) == y_test % outputs)),
     }

@@ -14,6 +14,7 @@ import pandas as pd
 from nt_pntk._src import checks, deprecations, files, measure
 from nt_pntk._src.experiments.validation import fits
 from nt_pntk._src.experiments.validation.metrics import EXPECTED_SLOPES
+from nt_pntk._src.experiments.validation.sweep import current_columns
 
 #: The claims the report tests, in its order: metric -> what the slope supports.
 CLAIMS = {
@@ -56,7 +57,7 @@ def slope_table(slopes: pd.DataFrame) -> str:
     if slopes.empty:
         return "(no slopes: a sweep needs at least two widths)"
     shown = slopes[slopes.metric.isin(CLAIMS)]
-    cols = ["sweep", "data", "out", "phase", "metric", "slope", "slope_last", "widest_median", "verdict"]
+    cols = ["sweep", "data", "outputs", "phase", "metric", "slope", "slope_last", "widest_median", "verdict"]
     formatters = {"slope": _signed, "slope_last": _signed, "widest_median": lambda v: f"{v:.3f}"}
     return shown[cols].to_string(index=False, formatters=formatters)
 
@@ -211,7 +212,7 @@ def _fit_of(slopes: pd.DataFrame, key: dict, metric: str) -> pd.Series | None:
 
 
 def _legend_label(g_key: dict, fit: pd.Series | None) -> str:
-    text = f"{g_key['sweep']} O={g_key['out']}"
+    text = f"{g_key['sweep']} O={g_key['outputs']}"
     if fit is not None and np.isfinite(fit.slope_last):
         text += f": fit {fit.slope_last:+.2f} over n={fit.last_widths}"
         if np.isfinite(fit.ci_last_low):
@@ -260,8 +261,8 @@ def plot_metric(
     for ax, phase in zip(axes[0], phases, strict=True):
         part = table[(table.phase == phase) & (table.role == role)]
         hidden = 0
-        for (sweep, arch, data, out), g in part.groupby(["sweep", "architecture", "data", "out"]):
-            key = {"sweep": sweep, "architecture": arch, "data": data, "out": out, "phase": phase}
+        for (sweep, arch, data, outputs), g in part.groupby(["sweep", "architecture", "data", "outputs"]):
+            key = {"sweep": sweep, "architecture": arch, "data": data, "outputs": outputs, "phase": phase}
             fit = _fit_of(slopes, key, metric)
             hidden += _draw_group(ax, g, fit, metric, _legend_label(key, fit))
         expected = EXPECTED_SLOPES[metric]
@@ -296,14 +297,14 @@ def plot_outputs_collapse(
     fig, ax = plt.subplots(figsize=(6.2, 4.4))
     for _, fit in scaling.iterrows():
         part = table[(table.sweep == fit.sweep) & (table.phase == "init")]
-        for out, g in part.groupby("out"):
+        for outputs, g in part.groupby("outputs"):
             values = g.err_pntk.to_numpy(float)
             g = g[np.isfinite(values) & (values > 0)]
             stats = g.groupby("width").err_pntk.agg(["median", "min", "max"])
-            x = np.sqrt(out / stats.index.to_numpy(float))
-            (line,) = ax.plot(x, stats["median"], "o-", ms=4, lw=0.8, label=f"{fit.sweep} O={out}")
+            x = np.sqrt(outputs / stats.index.to_numpy(float))
+            (line,) = ax.plot(x, stats["median"], "o-", ms=4, lw=0.8, label=f"{fit.sweep} O={outputs}")
             ax.vlines(x, stats["min"], stats["max"], color=line.get_color(), alpha=0.6)
-        xs = np.sqrt(part.out / part.width.astype(float))
+        xs = np.sqrt(part.outputs / part.width.astype(float))
         grid = np.geomspace(xs.min(), xs.max(), 20)
         y = part.err_pntk.to_numpy(float)
         ok = np.isfinite(y) & (y > 0)
@@ -332,13 +333,13 @@ def plot_controls(table: pd.DataFrame, path: Path, *, dpi: int = 150) -> list[st
     """The errors of pNTK, single logit and trace side by side at init, one panel per theorem sweep."""
     plt = _pyplot()
     init = table[(table.phase == "init") & (table.role == "theorem")]
-    groups = list(init.groupby(["sweep", "out"]))
+    groups = list(init.groupby(["sweep", "outputs"]))
     columns = min(3, max(1, len(groups)))
     rows = -(-len(groups) // columns) or 1
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
     kernels = [("err_pntk", "pNTK $P$", "C0"), ("err_single", r"one logit $\Theta_{11}$", "C1")]
     kernels += [("err_trace", r"trace $\bar\Theta$", "C2")]
-    for ax, ((sweep, out), g) in zip(axes.flat, groups, strict=False):
+    for ax, ((sweep, outputs), g) in zip(axes.flat, groups, strict=False):
         widths = sorted(g.width.unique())
         for k, (metric, name, color) in enumerate(kernels):
             data = [g[g.width == w][metric].dropna().to_numpy(float) for w in widths]
@@ -355,7 +356,7 @@ def plot_controls(table: pd.DataFrame, path: Path, *, dpi: int = 150) -> list[st
             )
             ax.plot([], [], "s", color=color, alpha=0.5, label=name)
         ax.set_xticks(np.arange(len(widths)), [str(w) for w in widths])
-        ax.set(yscale="log", xlabel="width $n$", title=f"{sweep}, O={out}")
+        ax.set(yscale="log", xlabel="width $n$", title=f"{sweep}, O={outputs}")
         ax.grid(True, axis="y", which="both", alpha=0.3)
         ax.legend(
             fontsize=7, title="$\\|\\Theta - K \\otimes I\\|_F / \\|\\Theta\\|_F$, K =", title_fontsize=7
@@ -379,7 +380,7 @@ def _verdict_rows(
         {
             "sweep": part.sweep,
             "data": part.data,
-            "O": part.out,
+            "O": part.outputs,
             "phase": part.phase,
             "widths": part.widths,
             "slope (all widths)": part.slope,
@@ -444,7 +445,8 @@ def write_report(
 
     Args:
       table: the sweep's rows (`results.csv`).
-      slopes: `fits.fit_slopes` of it.
+      slopes: `fits.fit_slopes` of it (`slopes.csv`). Tables of an older release, with former
+        column names, are read with a `DeprecationWarning` (`sweep.current_columns`).
       output: the results' directory (``out``, its former name, is deprecated).
       config_name: the configuration's name, for the title.
       band, level, fit_widths: the configuration's verdict settings, stated in the report.
@@ -455,9 +457,11 @@ def write_report(
     Returns:
       The path of `report.md`.
     """
-    out = Path(deprecations.renamed("write_report", "out", out, "output", output, required=True))
+    output = Path(deprecations.renamed("write_report", "out", out, "output", output, required=True))
     dpi = checks.positive_int("dpi", dpi)
-    files.atomic_write(out / SLOPES_CSV, slopes.to_csv(index=False))
+    table = current_columns(table, "write_report")
+    slopes = current_columns(slopes, "write_report")
+    files.atomic_write(output / SLOPES_CSV, slopes.to_csv(index=False))
     if "role" not in table.columns:  # rows of an older format: every sweep a width sweep
         table = table.assign(role="theorem")
     env = environment()
@@ -500,7 +504,7 @@ def write_report(
         part = _verdict_rows(slopes, metric) if len(slopes) else pd.DataFrame()
         if part.empty:
             continue
-        names = plot_metric(table, slopes, metric, out / metric, dpi=dpi)
+        names = plot_metric(table, slopes, metric, output / metric, dpi=dpi)
         expected = EXPECTED_SLOPES[metric]
         lines += [
             f"## `{metric}`: {claim}",
@@ -513,12 +517,12 @@ def write_report(
             "",
         ]
 
-    lines += _outputs_section(table, out, bootstrap, dpi)
-    lines += _readout_section(table, slopes, out, dpi)
-    lines += _controls_section(table, out, dpi)
+    lines += _outputs_section(table, output, bootstrap, dpi)
+    lines += _readout_section(table, slopes, output, dpi)
+    lines += _controls_section(table, output, dpi)
 
     medians = (
-        table.groupby(["sweep", "data", "out", "phase", "width"])[
+        table.groupby(["sweep", "data", "outputs", "phase", "width"])[
             ["err_pntk", "err_single", "err_trace", "pred_gap", "acc_entk", "acc_pntk"]
         ]
         .median()
@@ -532,7 +536,7 @@ def write_report(
         _markdown(medians),
         "",
     ]
-    path = out / REPORT_MD
+    path = output / REPORT_MD
     files.atomic_write(path, "\n".join(lines))
     return path
 
@@ -547,17 +551,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
-def _outputs_section(table: pd.DataFrame, out: Path, bootstrap: int, dpi: int) -> list[str]:
+def _outputs_section(table: pd.DataFrame, output: Path, bootstrap: int, dpi: int) -> list[str]:
     scaling = fits.output_scaling(table, bootstrap=bootstrap)
-    files.atomic_write(out / SCALING_CSV, scaling.to_csv(index=False))
+    files.atomic_write(output / SCALING_CSV, scaling.to_csv(index=False))
     if scaling.empty:
         return []
-    names = plot_outputs_collapse(table, scaling, out / "outputs_collapse", dpi=dpi)
+    names = plot_outputs_collapse(table, scaling, output / "outputs_collapse", dpi=dpi)
     shown = pd.DataFrame(
         {
             "sweep": scaling.sweep,
             "data": scaling.data,
-            "O": scaling.outs,
+            "O": scaling.outputs,
             "alpha": scaling.alpha,
             "95% CI": [_ci(a, b) for a, b in zip(scaling.alpha_low, scaling.alpha_high, strict=True)],
             "beta": scaling.beta,
@@ -585,7 +589,7 @@ def _outputs_section(table: pd.DataFrame, out: Path, bootstrap: int, dpi: int) -
     ]
 
 
-def _readout_section(table: pd.DataFrame, slopes: pd.DataFrame, out: Path, dpi: int) -> list[str]:
+def _readout_section(table: pd.DataFrame, slopes: pd.DataFrame, output: Path, dpi: int) -> list[str]:
     roles = [r for r in ("readout", "body") if (table.role == r).any()]
     if not roles:
         return []
@@ -606,7 +610,7 @@ def _readout_section(table: pd.DataFrame, slopes: pd.DataFrame, out: Path, dpi: 
             if part.empty:
                 continue
             lines += [f"### {role} sweep, `{metric}`", "", _markdown(part.drop(columns=["verdict"])), ""]
-        names = plot_metric(table, slopes, "err_pntk", out / f"err_pntk_{role}", role=role, dpi=dpi)
+        names = plot_metric(table, slopes, "err_pntk", output / f"err_pntk_{role}", role=role, dpi=dpi)
         lines += [f"![err_pntk, {role} sweep]({names[0]}) ({', '.join(f'[{n}]({n})' for n in names)})", ""]
     lines += _readout_reading(slopes, roles)
     return lines
@@ -627,19 +631,19 @@ def _readout_reading(slopes: pd.DataFrame, roles: list[str]) -> list[str]:
             else:
                 reading = "levels off: widening this part alone does not remove the error"
             sentences.append(
-                f"- `{row.sweep}` (O = {row.out}): slope {_signed(row.slope)} over all widths, "
+                f"- `{row.sweep}` (O = {row.outputs}): slope {_signed(row.slope)} over all widths, "
                 f"{_signed(row.slope_last)} over n = {row.last_widths}, error {row.widest_median:.3f} at the "
                 f"widest; it {reading}."
             )
     return ["What the slopes say:", "", *sentences, ""] if sentences else []
 
 
-def _controls_section(table: pd.DataFrame, out: Path, dpi: int) -> list[str]:
+def _controls_section(table: pd.DataFrame, output: Path, dpi: int) -> list[str]:
     init = table[(table.phase == "init") & (table.role == "theorem")]
     if init.empty or "err_single" not in init.columns:
         return []
-    names = plot_controls(table, out / "controls", dpi=dpi)
-    stats = init.groupby(["sweep", "out", "width"]).agg(
+    names = plot_controls(table, output / "controls", dpi=dpi)
+    stats = init.groupby(["sweep", "outputs", "width"]).agg(
         pntk=("err_pntk", "median"), single=("err_single", "median"), trace=("err_trace", "median")
     )
     ratios = init.assign(
@@ -649,7 +653,7 @@ def _controls_section(table: pd.DataFrame, out: Path, dpi: int) -> list[str]:
     overall_trace = float(np.nanmedian(ratios.trace_over_pntk))
     trace_never_worse = bool((init.err_trace <= init.err_pntk * (1 + 1e-9)).all())
     shown = stats.reset_index().rename(
-        columns={"pntk": "pNTK", "single": "single logit", "trace": "trace", "out": "O"}
+        columns={"pntk": "pNTK", "single": "single logit", "trace": "trace", "outputs": "O"}
     )
     return [
         "## Controls: pNTK, one logit, trace",

@@ -15,14 +15,45 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from nt_pntk._src import checks, deprecations, files
-from nt_pntk._src.experiments.validation.config import Cell, Config
+from nt_pntk._src.experiments.validation.config import RENAMED_SWEEP_KEYS, Cell, Config
 from nt_pntk._src.experiments.validation.metrics import EXPECTED_SLOPES, cell_columns, measure_cell
 
 RESULTS_CSV = "results.csv"
 CONFIG_JSON = "config.json"
 #: The columns of every row, in order: the cell's identity, the phase, the metrics.
-IDENTITY_COLUMNS = ("key", "sweep", "role", "architecture", "data", "width", "out", "seed")
+IDENTITY_COLUMNS = ("key", "sweep", "role", "architecture", "data", "width", "outputs", "seed")
 ROW_COLUMNS = (*IDENTITY_COLUMNS, "phase", *EXPECTED_SLOPES)
+#: Columns renamed, former name -> name: the rows of an older run's cell files are read under
+#: the current names, with a `DeprecationWarning` (its `data` entry in `deprecations`: until 0.5.0).
+RENAMED_COLUMNS = {"out": "outputs"}
+#: The same for the [[sweep]] records of an older run's `config.json` (`config.RENAMED_SWEEP_KEYS`).
+RENAMED_SWEEP_FIELDS = RENAMED_SWEEP_KEYS
+
+
+def current_columns(table: pd.DataFrame, function: str) -> pd.DataFrame:
+    """`table` (rows of `results.csv`, or `slopes.csv`) with its former column names replaced.
+
+    A table of an older release, read from its CSV, has a former name (`RENAMED_COLUMNS`):
+    `function` reads it under the current name with a `DeprecationWarning` (until the next
+    release). A table with both names is a `ValueError`.
+    """
+    former = [old for old in RENAMED_COLUMNS if old in table.columns]
+    if not former:
+        return table
+    both = [old for old in former if RENAMED_COLUMNS[old] in table.columns]
+    if both:
+        raise ValueError(
+            f"{function}(): the table has both `{RENAMED_COLUMNS[both[0]]}` and its former name "
+            f"`{both[0]}`; keep `{RENAMED_COLUMNS[both[0]]}` only."
+        )
+    names = ", ".join(f"`{old}`" for old in former)
+    deprecations.warn_data(
+        "validation table",
+        former[0],
+        f"{function}(): a table with the former column {names} (an older release's CSV)",
+        stacklevel=3,
+    )
+    return table.rename(columns=RENAMED_COLUMNS)
 
 
 class OutDirError(checks.UsageError):
@@ -59,9 +90,17 @@ def measured_seconds(cfg: Config, output: str | os.PathLike) -> float:
 def read_cell(path: Path, cell: Cell) -> list[dict]:
     """The rows of `cell` from its file, checked against the cell and the digest.
 
+    A file of an older run, whose rows have a former column name (`RENAMED_COLUMNS`), is read
+    with the current names (`run_sweep` warns); the digest is checked on the rows as written.
+
     Raises:
       CellFileError: the file is unreadable, edited, from an older format or of another cell.
     """
+    return _read_cell(path, cell)[0]
+
+
+def _read_cell(path: Path, cell: Cell) -> tuple[list[dict], bool]:
+    """`read_cell`'s rows, and whether the file had a former column name."""
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -76,6 +115,9 @@ def read_cell(path: Path, cell: Cell) -> list[dict]:
     rows = stored["rows"]
     if stored["digest"] != _digest(rows):
         raise CellFileError("its rows do not match its digest (edited after it was written)")
+    former = isinstance(rows, list) and any(isinstance(r, dict) and RENAMED_COLUMNS.keys() & r for r in rows)
+    if former:
+        rows = [_renamed(row, RENAMED_COLUMNS) if isinstance(row, dict) else row for row in rows]
     identity = cell_columns(cell)
     if not isinstance(rows, list) or len(rows) != len(cell.phases):
         raise CellFileError(f"must hold {len(cell.phases)} rows, one per phase {cell.phases}")
@@ -86,7 +128,12 @@ def read_cell(path: Path, cell: Cell) -> list[dict]:
             raise CellFileError(f"its {phase!r} row is not of this cell and phase: {row}")
         if any(isinstance(row[m], bool) or not isinstance(row[m], (int, float)) for m in EXPECTED_SLOPES):
             raise CellFileError(f"its {phase!r} row has a metric that is not a number: {row}")
-    return rows
+    return rows, former
+
+
+def _renamed(record: dict, renamed: dict[str, str]) -> dict:
+    """`record` with each former key of `renamed` replaced by its new name, in its place."""
+    return {renamed.get(k, k): v for k, v in record.items()}
 
 
 #: Fields that only change the fits and the report, not what a cell measures: a finished
@@ -100,19 +147,22 @@ def _settings(cfg: Config) -> dict:
     return {k: v for k, v in settings.items() if k not in REPORT_FIELDS}
 
 
-def _check_output_dir(cfg: Config, out: Path) -> bool:
-    """Checks `out` before anything is written to it; True when its config stamp must be written.
+def _check_output_dir(cfg: Config, output: Path) -> tuple[bool, bool]:
+    """Checks `output` before anything is written to it: whether its config stamp must be
+    written, and whether the stamp has a former field name.
 
     Refuses a path that is not a directory, an unreadable stamp, and a stamp of a
-    different configuration when cells are already there (results are never mixed).
+    different configuration when cells are already there (results are never mixed). A stamp
+    of an older run, with a former field name (`RENAMED_SWEEP_FIELDS`), is compared under
+    the current names.
     """
-    if out.exists() and not out.is_dir():
+    if output.exists() and not output.is_dir():
         raise OutDirError(
-            f"`--output` {str(out)!r} is a file, not a directory; pass a directory (new or used)."
+            f"`--output` {str(output)!r} is a file, not a directory; pass a directory (new or used)."
         )
-    stamp = out / CONFIG_JSON
+    stamp = output / CONFIG_JSON
     if not stamp.exists():
-        return True
+        return True, False
     try:
         recorded = json.loads(stamp.read_text(encoding="utf-8"))
         why = None if isinstance(recorded, dict) else f"it holds a {type(recorded).__name__}, not an object"
@@ -120,17 +170,37 @@ def _check_output_dir(cfg: Config, out: Path) -> bool:
         why = f"it is not readable JSON ({e})"
     if why is not None:
         raise OutDirError(
-            f"`--output` {str(out)!r} has a corrupt configuration record {str(stamp)!r}: {why}. "
+            f"`--output` {str(output)!r} has a corrupt configuration record {str(stamp)!r}: {why}. "
             f"Delete {str(stamp)!r} to resume with this configuration, or choose another `--output`."
         )
+    sweeps = recorded.get("sweeps")
+    former = isinstance(sweeps, list) and any(
+        isinstance(s, dict) and RENAMED_SWEEP_FIELDS.keys() & s for s in sweeps
+    )
+    if former:
+        sweeps = [_renamed(s, RENAMED_SWEEP_FIELDS) if isinstance(s, dict) else s for s in sweeps]
+        recorded = {**recorded, "sweeps": sweeps}
     if recorded == _settings(cfg):
-        return False
-    if any((out / "cells").glob("*.json")):
+        return False, former
+    if any((output / "cells").glob("*.json")):
         raise OutDirError(
-            f"`--output` {str(out)!r} holds results of a different configuration "
+            f"`--output` {str(output)!r} holds results of a different configuration "
             f"(see {stamp}); use a new directory or the same configuration to resume."
         )
-    return True  # a stamp without results (a run that failed before its first cell): replace it
+    return True, False  # a stamp without results (a run that failed before its first cell): replace it
+
+
+def _warn_former_names(output: Path, cells: int, stamp: bool) -> None:
+    """One `DeprecationWarning` for an output directory of an older run, read under the current names."""
+    where = [f"the column `{old}` in {cells} cell files" for old in RENAMED_COLUMNS] if cells else []
+    where += [f"the field `{old}` in {CONFIG_JSON}" for old in RENAMED_SWEEP_FIELDS] if stamp else []
+    deprecations.warn_data(
+        "validation output",
+        "out",
+        f"`--output` {str(output)!r} holds results of an older release ({' and '.join(where)}), read "
+        "under the current names: reading the former names",
+        stacklevel=2,
+    )
 
 
 def run_sweep(
@@ -158,31 +228,35 @@ def run_sweep(
     Raises:
       OutDirError: `output` is a file, or holds another configuration's results or a corrupt record.
     """
-    out = Path(deprecations.renamed("run_sweep", "out", out, "output", output, required=True))
-    write_stamp = _check_output_dir(cfg, out)
-    cells_dir = out / "cells"
+    output = Path(deprecations.renamed("run_sweep", "out", out, "output", output, required=True))
+    write_stamp, former_stamp = _check_output_dir(cfg, output)
+    cells_dir = output / "cells"
     try:
         cells_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OutDirError(f"`--output` {str(out)!r}: cannot create {str(cells_dir)!r} ({e}).") from None
+        raise OutDirError(f"`--output` {str(output)!r}: cannot create {str(cells_dir)!r} ({e}).") from None
     if write_stamp:
-        files.atomic_write(out / CONFIG_JSON, json.dumps(_settings(cfg), sort_keys=True, indent=1))
+        files.atomic_write(output / CONFIG_JSON, json.dumps(_settings(cfg), sort_keys=True, indent=1))
 
     cells = cfg.cells()
     rows_of: dict[str, list[dict]] = {}
     todo = []
+    former_cells = 0
     for cell in cells:
         path = cells_dir / f"{cell.key}.json"
         if not path.exists():
             todo.append(cell)
             continue
         try:
-            rows_of[cell.key] = read_cell(path, cell)
+            rows_of[cell.key], former = _read_cell(path, cell)
+            former_cells += former
         except CellFileError as e:
             print(
                 f"nt-pntk validate: {path} failed its check: {e}; measuring that cell again.", file=sys.stderr
             )
             todo.append(cell)
+    if former_cells or former_stamp:
+        _warn_former_names(output, former_cells, former_stamp)
     # Seed by seed across the sweeps: a run cut short has every sweep's widths, with fewer seeds.
     todo.sort(key=lambda c: c.seed)
     bar = tqdm(
@@ -204,5 +278,5 @@ def run_sweep(
     bar.close()
 
     table = pd.DataFrame([row for c in cells for row in rows_of[c.key]])
-    files.atomic_write(out / RESULTS_CSV, table.to_csv(index=False))
+    files.atomic_write(output / RESULTS_CSV, table.to_csv(index=False))
     return table
