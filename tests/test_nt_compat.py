@@ -32,7 +32,8 @@ import pytest
 import scipy.linalg
 
 import nt_pntk  # first: installs the neural-tangents adaptation
-from nt_pntk._src.compat import nt_hook as _nt_compat
+from nt_pntk._src.compat import patches as _patches
+from nt_pntk._src.compat import probes as _probes
 
 # isort: split
 import neural_tangents as nt
@@ -370,18 +371,18 @@ def _with_pythonpath(*first: Path) -> str:
     return os.pathsep.join([*map(str, first), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
-@pytest.mark.skipif(not _nt_compat._tensorflow_unavailable(), reason="TensorFlow and tf2jax are installed")
+@pytest.mark.skipif(not _probes.tensorflow_unavailable(), reason="TensorFlow and tf2jax are installed")
 def test_experimental_tf_bridge_is_not_imported_and_says_why():
     assert "neural_tangents.experimental" not in sys.modules  # `import neural_tangents` skipped it
     with pytest.raises(ImportError, match=r"TensorFlow bridge .* needs tensorflow"):
         importlib.import_module("neural_tangents.experimental")
 
 
-@pytest.mark.parametrize("module", sorted(_nt_compat._PATCHED_MODULES))
+@pytest.mark.parametrize("module", sorted(_patches.PATCHED_MODULES))
 def test_every_patch_matches_nt_source(module):
     # All patches, needed here or not, so that a JAX this run does not cover still finds its text.
     source = Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8")
-    for patch in (p for p in _nt_compat.PATCHES if p.module == module):
+    for patch in (p for p in _patches.PATCHES if p.module == module):
         found = source.count(patch.old)
         assert found == patch.count or (patch.count == -1 and found > 0), (patch.why, found)
         # Same number of lines: tracebacks and `inspect` keep pointing at NT's real lines.
@@ -402,8 +403,8 @@ def test_pinned_digests_are_those_of_the_nt_release():
         path, digest, _ = line.rsplit(",", 2)
         if digest.startswith("sha256="):
             record[path] = base64.urlsafe_b64decode(digest.removeprefix("sha256=") + "==").hex()
-    assert set(_nt_compat.NT_SOURCE_SHA256) == _nt_compat._PATCHED_MODULES
-    for module, digest in _nt_compat.NT_SOURCE_SHA256.items():
+    assert set(_patches.NT_SOURCE_SHA256) == _patches.PATCHED_MODULES
+    for module, digest in _patches.NT_SOURCE_SHA256.items():
         path = module.replace(".", "/")
         path = f"{path}/__init__.py" if module.count(".") < 2 else f"{path}.py"
         assert record[path] == digest, module
@@ -412,12 +413,12 @@ def test_pinned_digests_are_those_of_the_nt_release():
 def test_applied_patches_are_exactly_the_needed_ones():
     applied = nt_pntk.compat.applied_patches()
     assert len(applied) == len(set(applied))
-    for patch in _nt_compat.PATCHES:
+    for patch in _patches.PATCHES:
         if patch.module in sys.modules and patch.module != "neural_tangents.experimental":
             kind = "nt-bug" if patch.nt_bug else "adaptation"
             record = nt_pntk.compat.AppliedPatch(kind, patch.module, patch.why)
             assert (record in applied) == patch.needed(), patch.why
-    if _nt_compat._missing_from("jax.core", "Jaxpr"):  # JAX 0.5+
+    if _probes.missing_from("jax.core", "Jaxpr"):  # JAX 0.5+
         assert any(
             a.kind == "adaptation"
             and a.module == "neural_tangents._src.empirical"
@@ -481,7 +482,7 @@ def _copy_of_nt(tmp_path: Path) -> Path:
 
 def test_a_modified_nt_file_is_an_import_error_naming_the_digests(tmp_path):
     predict = _copy_of_nt(tmp_path) / "_src" / "predict.py"
-    expected = _nt_compat.NT_SOURCE_SHA256["neural_tangents._src.predict"]
+    expected = _patches.NT_SOURCE_SHA256["neural_tangents._src.predict"]
     predict.write_text(predict.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
     found = hashlib.sha256(predict.read_bytes()).hexdigest()
     result = _run_python("import nt_pntk\nimport neural_tangents", PYTHONPATH=_with_pythonpath(tmp_path))
@@ -528,7 +529,7 @@ def test_nt_not_installed_is_an_import_error_naming_the_fix_when_used():
 
 
 def test_importing_neural_tangents_first_is_a_clear_error():
-    stale = next((m for m in sorted(_nt_compat._PATCHED_MODULES) if _nt_compat._needed_adaptations(m)), None)
+    stale = next((m for m in sorted(_patches.PATCHED_MODULES) if _patches.needed_adaptations(m)), None)
     assert stale is not None, "this JAX needs no adaptation: the test needs a fake stale module then"
     result = _run_python(
         f"""

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +40,8 @@ from nt_pntk._src.tiled import planning, sharding
 
 # Rows of the probe block: the features' shapes and the cost per row and per entry are taken there.
 PROBE_ROWS = 64
+# Tile sizes at which an opaque tile program's memory is measured, to fit its curve.
+PROBE_DIRECT = (8, 32, 128)
 
 PyTree = Any
 Emit = Callable[[int, int, np.ndarray], None]
@@ -86,6 +88,47 @@ def gram(rows: Sequence[Any], cols: Sequence[Any]) -> jax.Array:
         term = _dot_t(a[0], b[0]) * _dot_t(a[1], b[1]) if isinstance(a, tuple) else _dot_t(a, b)
         total = term if total is None else total + term
     return total
+
+
+class Programs(Protocol):
+    """A route's programs, as `kernel_matrix` uses them: `FeaturePrograms` or `DirectPrograms`."""
+
+    mode: str  # the plan's and the record's: 'features' (Jacobian reuse) or 'direct' (opaque tiles)
+    route: str  # the route's name (see `routes`)
+    lanes: sharding.Lanes
+    calls: collections.Counter  # programs run, by name
+    compiled: dict[str, Any]  # the programs that ran, by name (after `plan`)
+
+    def kernel_struct(self, params: PyTree, x1: PyTree, x2: PyTree) -> Any:
+        """The kernel of a batch of 2 rows and 3 columns, as shapes (a TypeError for inputs the
+        network refuses)."""
+
+    def plan(
+        self,
+        params: PyTree,
+        x1: PyTree,
+        x2: PyTree,
+        n1: int,
+        n2: int,
+        symmetric: bool,
+        budget: int,
+        tile: int | None,
+        share: int,
+    ) -> planning.Plan:
+        """The plan within one device's `budget` (`share` devices split the user's), or for `tile`;
+        compiles the programs that will run (`planning.BudgetTooSmall` if none fits)."""
+
+    def run(
+        self,
+        plan: planning.Plan,
+        params: PyTree,
+        x1: PyTree,
+        x2: PyTree,
+        super_rows: Sequence[range],
+        todo: Sequence[tuple[int, int]],
+        emit: Emit,
+    ) -> None:
+        """Computes the tiles `todo` of the row blocks in `super_rows`, passing each to `emit`."""
 
 
 class FeaturePrograms:
@@ -159,6 +202,46 @@ class FeaturePrograms:
         """The feature arrays of a 2-row block, and the kernel's dtype (raises NotAGramKernel)."""
         leaves = jax.tree_util.tree_leaves(self._probe_features(params, x))
         return leaves, np.dtype(jnp.result_type(*[leaf.dtype for leaf in leaves]))
+
+    def kernel_struct(self, params: PyTree, x1: PyTree, x2: PyTree) -> jax.ShapeDtypeStruct:
+        """A Gram kernel of 2 rows and 3 columns in the features' dtype (raises NotAGramKernel)."""
+        return jax.ShapeDtypeStruct((2, 3), self.out_struct(params, x1)[1])
+
+    def plan(
+        self,
+        params: PyTree,
+        x1: PyTree,
+        x2: PyTree,
+        n1: int,
+        n2: int,
+        symmetric: bool,
+        budget: int,
+        tile: int | None,
+        share: int,
+    ) -> planning.Plan:
+        """Tile size and resident row blocks: see `Programs.plan`."""
+        args = (n1, n2, symmetric, budget)
+        # The probes' memory and costs (cached: AUTO compiled them already); with a tile size given,
+        # only its seconds, which the plan's choice of resident rows does not need.
+        fitted = None if tile else self.costs(params, x1, PROBE_ROWS)
+        return planning.fit_then_check(
+            lambda most: planning.plan_features(fitted, *args, None, share, most),
+            lambda t: planning.plan_features(self.measured_costs(params, x1, t, fitted), *args, t, share),
+            tile,
+            planning.MAX_TILE,
+        )
+
+    def run(
+        self,
+        plan: planning.Plan,
+        params: PyTree,
+        x1: PyTree,
+        x2: PyTree,
+        super_rows: Sequence[range],
+        todo: Sequence[tuple[int, int]],
+        emit: Emit,
+    ) -> None:
+        run_features(self, plan, params, x1, x2, super_rows, set(todo), emit)
 
     def block_structs(self, params: PyTree, x: PyTree, t: int, *, devices: int | None = None) -> Any:
         """The feature block of `t` rows (features' own tree: arrays and factor pairs), per device
@@ -305,6 +388,52 @@ class DirectPrograms:
 
     def out_struct(self, params: PyTree, x1: PyTree, x2: PyTree) -> jax.ShapeDtypeStruct:
         return jax.eval_shape(self.body, struct(params), block_struct(x1, 2), block_struct(x2, 3))
+
+    def kernel_struct(self, params: PyTree, x1: PyTree, x2: PyTree) -> Any:
+        return self.out_struct(params, x1, x2)
+
+    def plan(
+        self,
+        params: PyTree,
+        x1: PyTree,
+        x2: PyTree,
+        n1: int,
+        n2: int,
+        symmetric: bool,
+        budget: int,
+        tile: int | None,
+        share: int,
+    ) -> planning.Plan:
+        """The largest tile that fits: see `Programs.plan`."""
+        args = (n1, n2, symmetric, budget)
+        curve = None if tile else self.peak_curve(params, x1, x2, PROBE_DIRECT)
+
+        def fitted_peak(s: int) -> float:
+            return curve(s) + planning.staging_bytes(s, 8)
+
+        def measured(t: int) -> planning.Plan:
+            peak = self.measured_peak(params, x1, x2, t) + planning.staging_bytes(t, 8)
+            return planning.plan_direct(lambda s: peak, *args, t, share)
+
+        return planning.fit_then_check(
+            lambda most: planning.plan_direct(fitted_peak, *args, None, share, most),
+            measured,
+            tile,
+            planning.MAX_DIRECT_TILE,
+        )
+
+    def run(
+        self,
+        plan: planning.Plan,
+        params: PyTree,
+        x1: PyTree,
+        x2: PyTree,
+        super_rows: Sequence[range],
+        todo: Sequence[tuple[int, int]],
+        emit: Emit,
+    ) -> None:
+        del super_rows  # one tile at a time: `todo` holds only this process's tiles
+        run_direct(self, plan, params, x1, x2, todo, emit)
 
     def peak_curve(
         self, params: PyTree, x1: PyTree, x2: PyTree, sizes: tuple[int, int, int]

@@ -168,7 +168,29 @@ class Plan:
 
 
 class BudgetTooSmall(checks.UsageError):
-    """Raised with the minimum budget in its message."""
+    """`memory_budget` cannot hold the smallest plan: what it is, what is needed, and for which tile.
+
+    ``budget`` and ``need`` are bytes of the budget the user gave (all the devices
+    that share it); ``tile`` is the tile size the plan was held to, or None when
+    the size was free (the minimum is then that of one row of tile 1). The message
+    is worded here, once, from these fields.
+    """
+
+    argument = "memory_budget"
+
+    def __init__(self, budget: int, need: float, tile: int | None):
+        self.budget, self.need, self.tile = budget, need, tile
+        name, fixed = self.argument, tile is not None
+        what = f"a tile of tile_size={tile}" if fixed else "one row of the smallest tile (tile_size=1)"
+        super().__init__(
+            f"`{name}` is {format_bytes(budget)} ({budget} bytes), below the minimum of "
+            f"{format_bytes(need)} ({math.ceil(need)} bytes) that {what} needs (parameters, Jacobian rows, "
+            f"the output tile and XLA's temporaries). Pass {name}='{format_bytes(need)}' or more"
+            + (", or a smaller tile_size." if fixed and tile > 1 else ".")
+        )
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.budget, self.need, self.tile)
 
 
 def tile_candidates(n_max: int, cap: int) -> list[int]:
@@ -217,15 +239,13 @@ def plan_features(
     symmetric: bool,
     budget: int,
     tile: int | None,
-    budget_name: str,
     share: int = 1,
     max_tile: int = MAX_TILE,
-    user_tile: bool | None = None,
 ) -> Plan:
     """The cheapest feasible tile size (or `tile`), and how many row blocks stay resident.
 
     `budget` is one device's; `share` devices split the budget the user gave (CPU devices).
-    `user_tile`: whether `tile` came from the user (for the error message; default: if given).
+    Raises `BudgetTooSmall` when no tile fits.
     """
     n_max = max(n1, n2)
     candidates = [tile] if tile else tile_candidates(n_max, max_tile)
@@ -237,8 +257,7 @@ def plan_features(
     if best is None:
         t = tile or 1
         need = MARGIN * costs.peak(t, _min_resident(symmetric, -(-n1 // t)))
-        fixed = tile is not None if user_tile is None else user_tile
-        raise BudgetTooSmall(_too_small_message(budget_name, budget * share, need * share, t, fixed))
+        raise BudgetTooSmall(budget * share, need * share, tile)
     t, k, estimate, _ = best
     return Plan("features", t, n1, n2, symmetric, k, budget, estimate)
 
@@ -250,28 +269,43 @@ def plan_direct(
     symmetric: bool,
     budget: int,
     tile: int | None,
-    budget_name: str,
     share: int = 1,
     max_tile: int = MAX_DIRECT_TILE,
-    user_tile: bool | None = None,
 ) -> Plan:
-    """The largest tile (or `tile`) whose estimated peak fits `budget`."""
+    """The largest tile (or `tile`) whose estimated peak fits `budget` (else `BudgetTooSmall`)."""
     candidates = [tile] if tile else tile_candidates(max(n1, n2), max_tile)
     feasible = [t for t in candidates if MARGIN * peak(t) <= budget]
     if not feasible:
         t = tile or 1
-        need = MARGIN * peak(t) * share
-        fixed = tile is not None if user_tile is None else user_tile
-        raise BudgetTooSmall(_too_small_message(budget_name, budget * share, need, t, fixed))
+        raise BudgetTooSmall(budget * share, MARGIN * peak(t) * share, tile)
     t = max(feasible)
     return Plan("direct", t, n1, n2, symmetric, 1, budget, peak(t))
 
 
-def _too_small_message(name: str, budget: int, need: float, t: int, fixed: bool) -> str:
-    what = f"a tile of tile_size={t}" if fixed else "one row of the smallest tile (tile_size=1)"
-    return (
-        f"`{name}` is {format_bytes(budget)} ({budget} bytes), below the minimum of "
-        f"{format_bytes(need)} ({math.ceil(need)} bytes) that {what} needs (parameters, Jacobian rows, "
-        f"the output tile and XLA's temporaries). Pass {name}='{format_bytes(need)}' or more"
-        + (", or a smaller tile_size." if fixed and t > 1 else ".")
-    )
+def fit_then_check(
+    estimated: Callable[[int], Plan], measured: Callable[[int], Plan], tile: int | None, max_tile: int
+) -> Plan:
+    """The plan of the estimates, then checked against the compiled programs that will run.
+
+    `estimated(max_tile)` plans a free tile size from fitted estimates, up to
+    `max_tile`; `measured(t)` plans tile `t` from the programs compiled for it.
+    With `tile` given only that tile is measured. Otherwise a tile that does not
+    fit once compiled is replaced by the estimates' choice below it; when none
+    fits by the estimates, tile 1 is measured, so that the error names the
+    minimum budget the real programs need (`BudgetTooSmall`, its size free).
+    """
+    while True:
+        t = tile
+        if t is None:
+            try:
+                t = estimated(max_tile).tile
+            except BudgetTooSmall:
+                t = 1
+        try:
+            return measured(t)
+        except BudgetTooSmall as e:
+            if tile is not None:
+                raise
+            if t == 1:
+                raise BudgetTooSmall(e.budget, e.need, None) from None
+            max_tile = t - 1
