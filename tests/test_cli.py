@@ -22,6 +22,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from reference import entk_from_jacobians, kernel_from_entk
 
 import nt_pntk
 from nt_pntk import cli
@@ -541,7 +542,7 @@ def _reference_kernels(x: np.ndarray, outputs: int) -> dict[str, np.ndarray]:
     summed = j.sum(axis=1) / np.sqrt(outputs)  # the gradient of Σ_o f_o / √O
     return {
         "pntk": summed @ summed.T,
-        "trace": np.einsum("iop,jop->ij", j, j) / outputs,
+        "trace": kernel_from_entk(entk_from_jacobians(j), "trace"),
     }
 
 
