@@ -6,13 +6,15 @@
 # gate), keeps the asv suite alive (asv check + one quick pass over tiny grids, saving
 # nothing), builds the documentation and runs the tests. Arguments go to pytest.
 #
-# Each thing is built once: the sdist and the wheel of wheel_smoke.sh are the ones that
-# tests/test_packaging.py inspects (NT_PNTK_DIST), and the asv pass loads the programs the
-# gate compiled from JAX's persistent cache (--jax-cache, NT_PNTK_BENCH_JAX_CACHE). The time
-# of each stage is printed at the end, also when a stage fails (which fails the command).
+# Each thing is made once: the sdist and the wheel of wheel_smoke.sh are the ones that
+# tests/test_packaging.py inspects (NT_PNTK_DIST), the `validate --config ci` results of
+# wheel_smoke.sh are the ones tests/test_validation.py checks (NT_PNTK_VALIDATE_CI), and the
+# asv pass loads the programs the gate compiled from JAX's persistent cache (--jax-cache,
+# NT_PNTK_BENCH_JAX_CACHE). The time of each stage is printed at the end, also when a stage
+# fails (which fails the command).
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 SHARED="$(mktemp -d "${TMPDIR:-/tmp}/nt-pntk-test.XXXXXX")"
-export NT_PNTK_DIST="$SHARED/dist"
+export NT_PNTK_DIST="$SHARED/dist" NT_PNTK_VALIDATE_CI="$SHARED/validate-ci"
 TIMES=() STAGE="" STAGE_START=0 START=$SECONDS
 
 # stage NAME COMMAND...: runs COMMAND, its time recorded under NAME.

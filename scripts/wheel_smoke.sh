@@ -5,8 +5,9 @@
 # a folder outside the repository, so nothing can come from the checkout. About 4 minutes on
 # 2 cores with pip's cache warm. Usage: bash scripts/wheel_smoke.sh
 # With NT_PNTK_DIST=DIR (an empty or new folder) the sdist and the wheel are built into DIR and
-# kept: scripts/test.sh sets it so that tests/test_packaging.py inspects these instead of
-# building its own.
+# kept, and with NT_PNTK_VALIDATE_CI=DIR `nt-pntk validate --config ci` writes its results into
+# DIR: scripts/test.sh sets both, so that tests/test_packaging.py inspects these sdist and wheel
+# and tests/test_validation.py reads these results instead of making their own.
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 unset PYTHONPATH  # the installed wheel, not the checkout
 
@@ -65,7 +66,10 @@ for command in $("$V/python" -c "from nt_pntk.cli import SUBCOMMANDS; print(*SUB
   step "$command --help" nt-pntk "$command" --help
 done
 
-step "validate --config ci" nt-pntk validate --config ci --output "$OUTPUT/validate" --no-progress
+# Under the test suite's strict settings (warnings are errors, no rank promotion; tests/conftest.py):
+# tests/test_validation.py checks these results when NT_PNTK_VALIDATE_CI is set.
+step "validate --config ci" env PYTHONWARNINGS=error JAX_NUMPY_RANK_PROMOTION=raise \
+  nt-pntk validate --config ci --output "${NT_PNTK_VALIDATE_CI:-$OUTPUT/validate}" --no-progress
 step kernel nt-pntk kernel --model fc --width 8 --n 40 --output "$OUTPUT/k.npy" --no-progress
 step kernel-is-a-gram-matrix python -c "
 import numpy as np
