@@ -57,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
             help="the suite's full grid, its NT_PNTK_BENCH_QUICK one, or ci: every kernel and "
             f"implementation at the quick grid's points (default: {DEFAULT_GRID})",
         )
+        command.add_argument(
+            "--jax-cache",
+            type=Path,
+            default=None,
+            help="also write the compiled programs into JAX's persistent compilation cache in this "
+            "folder, for the asv suite to load (NT_PNTK_BENCH_JAX_CACHE; the test command)",
+        )
         command.add_argument("--models", nargs="+", default=None, help="only these models (fc, cnn)")
         command.add_argument(
             "--kernels", nargs="+", default=None, help="only these kernels (entk, trace, pntk)"
@@ -139,7 +146,9 @@ def _run(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError) as e:
             return _error(f"{e}; make one with `{UPDATE_COMMAND}`", code=gate.NOT_COMPARABLE)
 
-    common.setup_jax(cache_dir=None)  # fresh compiles: the figures of what XLA builds now
+    # Fresh compiles, the figures of what XLA builds now; with --jax-cache, also saved for the asv
+    # suite (a program found there is loaded with its figures, which are those of its compile).
+    common.setup_jax(cache_dir=None if args.jax_cache is None else str(args.jax_cache))
     import jax
 
     versions = gate.installed_versions(jax.default_backend())

@@ -4,14 +4,19 @@
 # repository with the pins of constraints.txt, and runs every subcommand on tiny problems from
 # a folder outside the repository, so nothing can come from the checkout. About 4 minutes on
 # 2 cores with pip's cache warm. Usage: bash scripts/wheel_smoke.sh
+# With NT_PNTK_DIST=DIR (an empty or new folder) the sdist and the wheel are built into DIR and
+# kept, and with NT_PNTK_VALIDATE_CI=DIR `nt-pntk validate --config ci` writes its results into
+# DIR: scripts/test.sh sets both, so that tests/test_packaging.py inspects these sdist and wheel
+# and tests/test_validation.py reads these results instead of making their own.
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 unset PYTHONPATH  # the installed wheel, not the checkout
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/nt-pntk-wheel.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 case "$WORK/" in "$ROOT"/*) echo "wheel_smoke: $WORK is inside the repository; set TMPDIR" >&2; exit 1 ;; esac
-LOGS="$WORK/logs" RUN="$WORK/run" OUTPUT="$WORK/output"
-mkdir -p "$LOGS" "$RUN" "$OUTPUT"
+LOGS="$WORK/logs" RUN="$WORK/run" OUTPUT="$WORK/output" DIST="${NT_PNTK_DIST:-$WORK/dist}"
+mkdir -p "$LOGS" "$RUN" "$OUTPUT" "$DIST"
+if [ -n "$(ls -A "$DIST")" ]; then echo "wheel_smoke: NT_PNTK_DIST=$DIST is not empty" >&2; exit 1; fi
 START=$SECONDS
 FAILED=()
 
@@ -31,10 +36,10 @@ step() {
 echo "wheel_smoke: building, installing and running nt-pntk in $WORK"
 python -m build --version >/dev/null 2>&1 || python -m pip install --quiet -c constraints.txt build
 # The isolated build environment gets hatchling at its pinned version.
-step build env PIP_CONSTRAINT="$ROOT/constraints.txt" python -m build --outdir "$WORK/dist" "$ROOT"
+step build env PIP_CONSTRAINT="$ROOT/constraints.txt" python -m build --outdir "$DIST" "$ROOT"
 step venv python -m venv "$WORK/venv"
 V="$WORK/venv/bin"
-step install-wheel "$V/python" -m pip install -c "$ROOT/constraints.txt" "$WORK"/dist/*.whl
+step install-wheel "$V/python" -m pip install -c "$ROOT/constraints.txt" "$DIST"/*.whl
 # --no-deps: NT's metadata requires TensorFlow, which nt-pntk does not use (see _env.sh).
 step install-neural-tangents "$V/python" -m pip install --no-deps -c "$ROOT/constraints.txt" neural-tangents
 if [ ${#FAILED[@]} -gt 0 ]; then
@@ -61,7 +66,10 @@ for command in $("$V/python" -c "from nt_pntk.cli import SUBCOMMANDS; print(*SUB
   step "$command --help" nt-pntk "$command" --help
 done
 
-step "validate --config ci" nt-pntk validate --config ci --output "$OUTPUT/validate" --no-progress
+# Under the test suite's strict settings (warnings are errors, no rank promotion; tests/conftest.py):
+# tests/test_validation.py checks these results when NT_PNTK_VALIDATE_CI is set.
+step "validate --config ci" env PYTHONWARNINGS=error JAX_NUMPY_RANK_PROMOTION=raise \
+  nt-pntk validate --config ci --output "${NT_PNTK_VALIDATE_CI:-$OUTPUT/validate}" --no-progress
 step kernel nt-pntk kernel --model fc --width 8 --n 40 --output "$OUTPUT/k.npy" --no-progress
 step kernel-is-a-gram-matrix python -c "
 import numpy as np

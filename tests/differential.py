@@ -31,6 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import reference
 from jax.flatten_util import ravel_pytree
 
 import nt_pntk
@@ -364,20 +365,10 @@ def reference_kernel(
 
 def _contract(kernel: str, j1: np.ndarray, f1: np.ndarray, j2: np.ndarray, f2: np.ndarray) -> np.ndarray:
     if kernel == "nngp":
-        return f1 @ f2.T / OUTPUTS
-    theta = np.einsum("aop,bqp->aboq", j1, j2)
-    if kernel == "entk":
-        return theta
-    if kernel == "pntk":
-        return theta.sum(axis=(2, 3)) / OUTPUTS
-    if kernel == "trace":
-        return np.einsum("aboo->ab", theta) / OUTPUTS
-    if kernel == "single_logit":
-        return theta[:, :, LOGIT, LOGIT]
-    if kernel == "projection":
-        w = np.random.default_rng(PROJECTION_SEED).standard_normal((PROJECTIONS, OUTPUTS)) / np.sqrt(OUTPUTS)
-        return np.einsum("jo,abop,jp->ab", w, theta, w) / PROJECTIONS
-    raise ValueError(f"unknown kernel {kernel!r}")
+        return reference.nngp_from_outputs(f1, f2)
+    w = np.random.default_rng(PROJECTION_SEED).standard_normal((PROJECTIONS, OUTPUTS)) / np.sqrt(OUTPUTS)
+    theta = reference.entk_from_jacobians(j1, j2)
+    return reference.kernel_from_entk(theta, kernel, logit=LOGIT, directions=w)
 
 
 # --- Keyword arguments ------------------------------------------------------------------------

@@ -181,6 +181,56 @@ def _reduce(k: np.ndarray, trace_axes: tuple[int, ...], diagonal_axes: tuple[int
     return np.einsum(f"{''.join(idx1)}{''.join(idx2)}->{''.join(kept)}", k) / count
 
 
+# --- Kernels from per-example Jacobians (N, O, P) and outputs (N, O), by their definitions ---
+
+
+def entk_from_jacobians(j1: np.ndarray, j2: np.ndarray | None = None) -> np.ndarray:
+    """Θ[a, b, o, q] = Σ_p J1[a, o, p] J2[b, q, p]: the (N1, N2, O, O) eNTK of per-example
+    Jacobians (N, O, P), in float64; `j2=None` means `j1`."""
+    j1 = np.asarray(j1, np.float64)
+    j2 = j1 if j2 is None else np.asarray(j2, np.float64)
+    return np.einsum("aop,bqp->aboq", j1, j2)
+
+
+def kernel_from_entk(
+    entk: np.ndarray, kernel: str, *, logit: int = 0, directions: np.ndarray | None = None
+) -> np.ndarray:
+    """The (N1, N2) `kernel` of an (N1, N2, O, O) eNTK (or the eNTK itself) by its definition:
+    ``pntk`` (1/O) Σ_{o,o'} Θ_oo', ``trace`` (1/O) Σ_o Θ_oo, ``single_logit`` Θ_kk with k = `logit`,
+    ``projection`` (1/m) Σ_j w_jᵀ Θ w_j for the (m, O) `directions` w, ``entk`` Θ."""
+    outputs = entk.shape[-1]
+    if kernel == "entk":
+        return entk
+    if kernel == "pntk":
+        return entk.sum(axis=(2, 3)) / outputs
+    if kernel == "trace":
+        return np.einsum("aboo->ab", entk) / outputs
+    if kernel == "single_logit":
+        return entk[:, :, logit, logit]
+    if kernel == "projection":
+        return np.einsum("jo,abop,jp->ab", directions, entk, directions) / len(directions)
+    raise ValueError(f"unknown kernel {kernel!r}")
+
+
+def nngp_from_outputs(f1: np.ndarray, f2: np.ndarray | None = None) -> np.ndarray:
+    """(1/O) f(x1) f(x2)ᵀ from outputs (N, O), in float64; `f2=None` means `f1`."""
+    f1 = np.asarray(f1, np.float64)
+    f2 = f1 if f2 is None else np.asarray(f2, np.float64)
+    return f1 @ f2.T / f1.shape[-1]
+
+
+def entk_as_matrix(entk: np.ndarray) -> np.ndarray:
+    """The (N1, N2, O, O) eNTK as the (N1·O, N2·O) matrix, rows and columns ordered (example, output)."""
+    n1, n2, o1, o2 = entk.shape
+    return entk.transpose(0, 2, 1, 3).reshape(n1 * o1, n2 * o2)
+
+
+def kronecker_error(entk: np.ndarray, kernel: np.ndarray) -> float:
+    """‖Θ − K ⊗ I_O‖_F / ‖Θ‖_F with the NO×NO matrices written out (`entk_as_matrix`, `np.kron`)."""
+    matrix = entk_as_matrix(entk)
+    return float(np.linalg.norm(matrix - np.kron(kernel, np.eye(entk.shape[-1]))) / np.linalg.norm(matrix))
+
+
 def outputs_outer(f: Callable, x1: Any, x2: Any, params: Any, **kwargs) -> Any:
     """f(x1) ⊗ f(x2) in float64, per output leaf, laid out as (*f(x1).shape, *f(x2).shape).
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from reference import RTOL, assert_close, full_entk_jacobian, kernel, problem
+from reference import RTOL, assert_close, full_entk_jacobian, kernel, kernel_from_entk, problem
 
 from nt_pntk import approximations
 from nt_pntk._src.kernels import approximations as by_name  # the deprecated lookups by name
@@ -28,17 +28,17 @@ def entk_blocks(p, x2=None) -> np.ndarray:
 def projection_definition(e: np.ndarray, m: int, seed: int) -> np.ndarray:
     """(1/m) Σ_j w_jᵀ Θ w_j with the directions the kernel uses."""
     w = approximations.projection_directions(m, e.shape[-1], seed=seed)
-    return np.einsum("jo,abop,jp->ab", w, e, w) / m
+    return kernel_from_entk(e, "projection", directions=w)
 
 
 # (name, options, the definition as a function of the (N1, N2, O, O) eNTK).
 DEFINITIONS = [
     ("entk", {}, lambda e: e),
-    ("pntk", {}, lambda e: e.sum(axis=(2, 3)) / e.shape[-1]),
-    ("trace", {}, lambda e: np.einsum("aboo->ab", e) / e.shape[-1]),
-    ("single_logit", {}, lambda e: e[:, :, 0, 0]),  # the default logit, 0
-    ("single_logit", {"logit": LOGIT}, lambda e: e[:, :, LOGIT, LOGIT]),
-    ("single_logit", {"logit": -1}, lambda e: e[:, :, -1, -1]),
+    ("pntk", {}, lambda e: kernel_from_entk(e, "pntk")),
+    ("trace", {}, lambda e: kernel_from_entk(e, "trace")),
+    ("single_logit", {}, lambda e: kernel_from_entk(e, "single_logit")),  # the default logit, 0
+    ("single_logit", {"logit": LOGIT}, lambda e: kernel_from_entk(e, "single_logit", logit=LOGIT)),
+    ("single_logit", {"logit": -1}, lambda e: kernel_from_entk(e, "single_logit", logit=-1)),
     ("projection", {"m": M, "seed": SEED}, lambda e: projection_definition(e, M, SEED)),
 ]
 
@@ -81,7 +81,7 @@ def test_projection_is_unbiased_for_the_trace():
     e = entk_blocks(p, p.x2)
     kernel_fn = by_name.approximation_fn("projection", p.f, vmap_axes=0, m=m, seed=SEED)
     projected = np.asarray(kernel(kernel_fn, p.x1, p.x2, p.params), np.float64)
-    trace = np.einsum("aboo->ab", e) / O
+    trace = kernel_from_entk(e, "trace")
     symmetric = (e + e.swapaxes(2, 3)) / 2
     std = np.sqrt(2 * np.einsum("abop,abpo->ab", symmetric, symmetric) / m) / O
     assert np.all(np.abs(projected - trace) <= z * std)

@@ -22,6 +22,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from reference import entk_from_jacobians, kernel_from_entk
 
 import nt_pntk
 from nt_pntk import cli
@@ -541,7 +542,7 @@ def _reference_kernels(x: np.ndarray, outputs: int) -> dict[str, np.ndarray]:
     summed = j.sum(axis=1) / np.sqrt(outputs)  # the gradient of Σ_o f_o / √O
     return {
         "pntk": summed @ summed.T,
-        "trace": np.einsum("iop,jop->ij", j, j) / outputs,
+        "trace": kernel_from_entk(entk_from_jacobians(j), "trace"),
     }
 
 
@@ -554,10 +555,11 @@ def test_kernel_command_writes_the_kernel(tmp_path, capsys, kernel):
     assert cli.main([*argv, "--input", x, "--no-progress", "--output", str(output)]) == 0
     assert capsys.readouterr().out.startswith(f"{kernel} of fc (width 8, depth 1, 3 outputs) on 6 inputs")
     value = np.load(output)
-    expected = _reference_kernels(np.load(x), 3)[kernel]
+    references = _reference_kernels(np.load(x), 3)
+    expected = references[kernel]
     assert value.shape == (6, 6) and value.dtype == np.float32
     np.testing.assert_allclose(value, expected, rtol=0, atol=3e-5 * np.abs(expected).max())
-    other = _reference_kernels(np.load(x), 3)["trace" if kernel == "pntk" else "pntk"]
+    other = references["trace" if kernel == "pntk" else "pntk"]
     assert np.abs(value - other).max() > 1e-3 * np.abs(other).max()  # the two kernels differ here
 
 

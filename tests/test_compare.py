@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from jax.flatten_util import ravel_pytree
+from reference import entk_from_jacobians, kernel_from_entk, kronecker_error
 
 import nt_pntk
 from nt_pntk import cli
@@ -41,14 +42,7 @@ def reference_entk(argv: list[str]) -> np.ndarray:
         j = np.asarray(jacobians)  # (N, O, P)
     finally:
         jax.config.update("jax_enable_x64", previous)
-    return np.einsum("iop,jqp->ijoq", j, j)
-
-
-def kronecker_error(entk: np.ndarray, kernel: np.ndarray) -> float:
-    """||Θ − K ⊗ I_O||_F / ||Θ||_F with the NO×NO matrices written out (rows: example, output)."""
-    n, _, o, _ = entk.shape
-    matrix = entk.transpose(0, 2, 1, 3).reshape(n * o, n * o)
-    return float(np.linalg.norm(matrix - np.kron(kernel, np.eye(o))) / np.linalg.norm(matrix))
+    return entk_from_jacobians(j)
 
 
 @pytest.mark.slow
@@ -65,9 +59,9 @@ def test_reported_errors_match_kernels_computed_here(tmp_path, capsys):
     entk = reference_entk(argv)
     expected = [
         0.0,
-        kronecker_error(entk, entk.sum(axis=(2, 3)) / O),  # pNTK: (1/O) Σ_{o,o'} Θ_oo'
-        kronecker_error(entk, np.einsum("ijoo->ij", entk) / O),  # NT's trace: (1/O) Σ_o Θ_oo
-        kronecker_error(entk, entk[:, :, LOGIT, LOGIT]),  # Θ_kk
+        kronecker_error(entk, kernel_from_entk(entk, "pntk")),  # pNTK: (1/O) Σ_{o,o'} Θ_oo'
+        kronecker_error(entk, kernel_from_entk(entk, "trace")),  # NT's trace: (1/O) Σ_o Θ_oo
+        kronecker_error(entk, kernel_from_entk(entk, "single_logit", logit=LOGIT)),  # Θ_kk
     ]
     np.testing.assert_allclose(table["rel_err"], expected, rtol=1e-4, atol=1e-6)
     assert expected[2] < expected[1]  # the trace is the best K ⊗ I_O: the check can tell them apart

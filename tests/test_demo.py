@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from jax.flatten_util import ravel_pytree
+from reference import entk_from_jacobians, kernel_from_entk, kronecker_error
 
 from nt_pntk import cli
 from nt_pntk._src.experiments import demo as _demo
@@ -65,7 +66,7 @@ def reference_kernels(n: int, outputs: int, width: int, seed: int) -> tuple[np.n
         jacobians, gradients = map(np.asarray, jax.jit(derivatives)(flat, x64))
     finally:
         jax.config.update("jax_enable_x64", previous)
-    return np.einsum("iop,jqp->ijoq", jacobians, jacobians), gradients @ gradients.T
+    return entk_from_jacobians(jacobians), gradients @ gradients.T
 
 
 @pytest.mark.slow
@@ -83,7 +84,7 @@ def test_measured_kernels_match_an_independent_reference(tmp_path):
         assert result["rss_increase_mib"] >= 0 and result["peak_rss_mib"] >= result["rss_increase_mib"]
         assert result["temp_mib"] >= 0  # the CPU backend reports XLA's memory analysis
     # The pNTK is the eNTK's (1/O) Σ_{o,o'} blocks: the two references agree with each other too.
-    np.testing.assert_allclose(entk.sum(axis=(2, 3)) / O, pntk, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(kernel_from_entk(entk, "pntk"), pntk, rtol=1e-10, atol=0)
 
 
 @pytest.mark.slow
@@ -100,7 +101,7 @@ def test_a_kernel_over_the_temp_budget_is_not_run(tmp_path):
 def _random_entk(rng, n: int, outputs: int) -> np.ndarray:
     """J Jᵀ of random per-example Jacobians (n, outputs, 7): an eNTK-shaped Gram array."""
     j = rng.normal(size=(n, outputs, 7))
-    return np.einsum("iop,jqp->ijoq", j, j)
+    return entk_from_jacobians(j)
 
 
 def test_approximation_errors_match_definitions():
@@ -109,11 +110,9 @@ def test_approximation_errors_match_definitions():
     pntk = rng.normal(size=(5, 5))
     errors = _demo.approximation_errors(entk, pntk, O)
     # Written out with the NO×NO matrices: rows (example, output), K ⊗ I_O by np.kron.
-    matrix = entk.transpose(0, 2, 1, 3).reshape(5 * O, 5 * O)
-    trace = np.einsum("ijoo->ij", entk) / O
+    trace = kernel_from_entk(entk, "trace")
     for kernel, key in ((pntk, "pntk_rel_error"), (trace, "trace_rel_error")):
-        expected = np.linalg.norm(matrix - np.kron(kernel, np.eye(O))) / np.linalg.norm(matrix)
-        assert errors[key] == pytest.approx(expected, rel=1e-12)
+        assert errors[key] == pytest.approx(kronecker_error(entk, kernel), rel=1e-12)
     # The trace is the Frobenius projection of the eNTK onto K ⊗ I_O: never worse than any other K.
     assert 0 < errors["trace_rel_error"] < errors["pntk_rel_error"]
 
@@ -187,11 +186,9 @@ def test_demo_command_end_to_end(tmp_path, capsys):
     match = re.search(r"pNTK ⊗ I_O: ([0-9.]+)\s+NT's trace \(trace_axes=\(-1,\)\) ⊗ I_O: ([0-9.]+)", report)
     assert match, report
     entk, pntk = reference_kernels(N, O, WIDTH, seed=0)
-    matrix = entk.transpose(0, 2, 1, 3).reshape(N * O, N * O)
-    trace = np.einsum("ijoo->ij", entk) / O
+    trace = kernel_from_entk(entk, "trace")
     for printed, kernel in zip(map(float, match.groups()), (pntk, trace), strict=True):
-        expected = np.linalg.norm(matrix - np.kron(kernel, np.eye(O))) / np.linalg.norm(matrix)
-        assert printed == pytest.approx(expected, abs=1e-4)  # printed with 4 decimals
+        assert printed == pytest.approx(kronecker_error(entk, kernel), abs=1e-4)  # printed with 4 decimals
     verdicts = re.findall(r"\b(PASS|FAIL)\b", report)
     assert len(verdicts) == 4, report
 

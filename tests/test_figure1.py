@@ -1,4 +1,4 @@
-"""`nt-pntk figure1` on a tiny ResNet-18 (the table, the CSV and the plot), its bad options, and the
+"""`nt-pntk figure1` on a tiny ResNet-10 (the table, the CSV and the plot), its bad options, and the
 experiment's own argument checks (`nt_pntk.experiments.figure1.measure`)."""
 
 from __future__ import annotations
@@ -20,23 +20,23 @@ def parse(*argv: str):
 
 @pytest.mark.slow
 def test_figure1_tiny(tmp_path, capsys):
-    """Two compilations of a width-2 ResNet-18 kernel (about 20 s on 2 cores)."""
+    """Two compilations of a width-2 ResNet-10 kernel (the smallest depth: about 10 s on 2 cores)."""
     out = tmp_path / "fig"
-    argv = ["figure1", "--depths", "18", "--outputs", "3", "--width", "2", "--image-size", "8"]
+    argv = ["figure1", "--depths", "10", "--outputs", "3", "--width", "2", "--image-size", "8"]
     previous = os.umask(0o022)
     try:
         assert cli.main([*argv, "--repeats", "1", "--output", str(out)]) == 0
     finally:
         os.umask(previous)
     frame = pd.read_csv(out / "figure1.csv")
-    assert list(frame["outputs"]) == [3] and list(frame["depth"]) == [18]
+    assert list(frame["outputs"]) == [3] and list(frame["depth"]) == [10]
     assert (frame[["eNTK_s", "pNTK_s", "eNTK_compile_s", "pNTK_compile_s"]] > 0).all().all()
     assert frame["ratio"].iloc[0] == pytest.approx(frame["eNTK_s"].iloc[0] / frame["pNTK_s"].iloc[0])
     assert (out / "figure1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for name in ("figure1.csv", "figure1.png"):  # readable by the group, as open() would make them
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o644
     printed = capsys.readouterr().out
-    assert "Figure 1" in printed and "eNTK/pNTK" in printed and "ResNet-18 O=3 impl 1" in printed
+    assert "Figure 1" in printed and "eNTK/pNTK" in printed and "ResNet-10 O=3 impl 1" in printed
 
 
 @pytest.mark.parametrize(

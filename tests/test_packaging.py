@@ -1,7 +1,9 @@
 """The sdist and the wheel hold what an installed nt-pntk needs, and declare what it imports.
 
 Builds both with ``python -m build`` (the wheel from the sdist, as pip does from PyPI's
-sdist) into a temporary folder, and checks them against the checkout: every module and
+sdist) into a temporary folder, or takes those that ``scripts/wheel_smoke.sh`` built and
+installed in this run of the test command (``NT_PNTK_DIST``, set by ``scripts/test.sh``: one
+build for both), and checks them against the checkout: every module and
 shipped TOML configuration, the startup ``.pth`` file and its module, the command's entry
 point, and a declared dependency for every third-party import. Installing the wheel and
 running it is ``scripts/wheel_smoke.sh``.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import email
+import os
 import re
 import subprocess
 import sys
@@ -40,6 +43,8 @@ pytestmark = pytest.mark.slow  # builds in an isolated environment (a few second
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory) -> Path:
+    if os.environ.get("NT_PNTK_DIST"):  # built by scripts/wheel_smoke.sh for this checkout
+        return Path(os.environ["NT_PNTK_DIST"])
     out = tmp_path_factory.mktemp("dist")
     result = subprocess.run(
         [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],

@@ -11,7 +11,7 @@ import neural_tangents as nt
 import numpy as np
 import pytest
 import scipy.linalg
-from reference import assert_close
+from reference import assert_close, entk_from_jacobians
 
 from nt_pntk import regression
 
@@ -32,7 +32,7 @@ def kernel_pair(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def entk_pair(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A positive definite (N, N, O, O) eNTK and its (M, N, O, O) test rows, from random Jacobians."""
     jac = np.random.default_rng(seed).standard_normal((N + M, O, FEATURES)) / np.sqrt(FEATURES)
-    e = np.einsum("aoq,bpq->abop", jac, jac)
+    e = entk_from_jacobians(jac)
     return e[:N, :N], e[N:, :N]
 
 
@@ -263,7 +263,7 @@ def gradient_flow_reference(k_matrix, k_star_matrix, y, ridge, t) -> np.ndarray:
 def square_entk(seed: int = 0) -> np.ndarray:
     """A positive definite (N, N, O, O) eNTK with N = O, so that the (N, O, N, O) layout fits its shape."""
     jac = np.random.default_rng(seed).standard_normal((O, O, FEATURES)) / np.sqrt(FEATURES)
-    return np.einsum("aoq,bpq->abop", jac, jac)
+    return entk_from_jacobians(jac)
 
 
 @pytest.mark.parametrize("t", [None, 0.3])

@@ -30,8 +30,10 @@ def per_example_gradient_pntk(apply_fn, x1, x2, params) -> np.ndarray:
         out = apply_fn(p, x[None])
         return out.sum() / math.sqrt(out.shape[-1])
 
+    grads_fn = jax.jit(jax.vmap(jax.grad(summed), in_axes=(None, 0)))  # compiled: far faster than eager
+
     def rows(x):
-        grads = jax.vmap(jax.grad(summed), in_axes=(None, 0))(params, x)
+        grads = grads_fn(params, x)
         flat = jax.tree.leaves(jax.tree.map(lambda g: np.asarray(g).reshape(len(x), -1), grads))
         return np.concatenate(flat, axis=1)
 
@@ -93,7 +95,8 @@ def test_structured_features_give_the_pntk(name, float64):
     params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
     x = x.astype(np.float64)
     fn = nt_pntk.empirical_pntk_fn(apply_fn, vmap_axes=0)
-    features = fn.features_fn(structured=True)(x, params)
+    # Compiled, as kernel_matrix runs them: NT's eager dispatch takes minutes for the residual nets.
+    features = jax.jit(fn.features_fn(structured=True))(x, params)
     if name in ("fc", "cnn", "mixed"):  # networks with a dense layer worth factoring
         assert any(isinstance(entry, tuple) for entry in features)
     kernel = compute.gram(features, features)
@@ -115,12 +118,13 @@ def test_structured_features_equal_jacobian_rows_for_every_approximation(name, a
     params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
     x = x.astype(np.float64)
     fn = approximation.kernel_fn(apply_fn, vmap_axes=0)
-    factored = fn.features_fn(structured=True)(x, params)
+    # Compiled, as kernel_matrix runs them: eager dispatch takes most of a minute for the mixed network.
+    factored = jax.jit(fn.features_fn(structured=True))(x, params)
     assert any(isinstance(entry, tuple) for entry in factored)
-    rows = fn.features_fn()(x, params)
+    rows = jax.jit(fn.features_fn())(x, params)
     assert rel(compute.gram(factored, factored), compute.gram(rows, rows)) < 1e-10
     # and both are the kernel the function itself computes
-    assert rel(compute.gram(rows, rows), fn(x, None, params)) < 1e-10
+    assert rel(compute.gram(rows, rows), jax.jit(fn)(x, None, params)) < 1e-10
 
 
 def test_a_parameter_used_twice_keeps_its_jacobian_rows(float64):

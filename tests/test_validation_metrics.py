@@ -26,13 +26,6 @@ def fc_problem(float64):
     return entk_fn, pntk_fn, p.params, p.x1, full.transpose(0, 2, 1, 3)
 
 
-def _direct_error(entk: np.ndarray, k: np.ndarray) -> float:
-    """‖Θ − K ⊗ I‖ / ‖Θ‖ on the (N·O, N·O) matrices, rows ordered (example, output)."""
-    n, _, o, _ = entk.shape
-    matrix = entk.transpose(0, 2, 1, 3).reshape(n * o, n * o)
-    return float(np.linalg.norm(matrix - np.kron(k, np.eye(o))) / np.linalg.norm(matrix))
-
-
 @pytest.mark.parametrize("pntk_from_entk", [False, True])  # NT's pNTK function, or summed from Θ's blocks
 @pytest.mark.parametrize("block", [1, 3, N])  # blocks of one input, uneven blocks, one block
 def test_blocked_kernels_and_errors_equal_the_direct_computation(fc_problem, block, pntk_from_entk):
@@ -43,17 +36,19 @@ def test_blocked_kernels_and_errors_equal_the_direct_computation(fc_problem, blo
     )
 
     np.testing.assert_allclose(entk, reference_entk, rtol=1e-10, atol=1e-10 * np.abs(reference_entk).max())
-    reference_pntk = reference_entk.sum(axis=(2, 3)) / OUT
+    reference_pntk = reference.kernel_from_entk(reference_entk, "pntk")
     np.testing.assert_allclose(pntk, reference_pntk, rtol=1e-10, atol=1e-10 * np.abs(reference_pntk).max())
 
     kernels = {
         "pntk": reference_pntk,
-        "single": reference_entk[:, :, 0, 0],
-        "trace": np.einsum("abii->ab", reference_entk) / OUT,
+        "single": reference.kernel_from_entk(reference_entk, "single_logit", logit=0),
+        "trace": reference.kernel_from_entk(reference_entk, "trace"),
         "inf": theta_inf,
     }
     for name, k in kernels.items():
-        assert sums.relative_error(name) == pytest.approx(_direct_error(reference_entk, k), rel=1e-9)
+        assert sums.relative_error(name) == pytest.approx(
+            reference.kronecker_error(reference_entk, k), rel=1e-9
+        )
     off = ~np.eye(OUT, dtype=bool)
     direct_mass = np.sum(reference_entk[:, :, off] ** 2) / np.sum(reference_entk**2)
     assert (sums.entk - sums.diagonal_blocks) / sums.entk == pytest.approx(direct_mass, rel=1e-9)
@@ -66,13 +61,13 @@ def test_blocked_kernels_and_errors_equal_the_direct_computation(fc_problem, blo
 def test_metrics_row_uses_the_sums(fc_problem):
     """`kernel_metrics`'s errors are those of the direct computation; ‖Θ − Θ∞ ⊗ I‖ is relative to Θ∞ ⊗ I."""
     entk_fn, pntk_fn, params, x, reference_entk = fc_problem
-    theta_inf = reference_entk.sum(axis=(2, 3)) / OUT * 1.3  # a stand-in Θ∞, off by 30%
+    theta_inf = reference.kernel_from_entk(reference_entk, "pntk") * 1.3  # a stand-in Θ∞, off by 30%
     entk, pntk, sums = metrics.kernels_by_blocks(entk_fn, pntk_fn, x, params, block=2, theta_inf=theta_inf)
     labels = np.arange(N) % 10
     row = metrics.kernel_metrics(entk, pntk, sums, theta_inf, labels[:4], labels[4:], 4, OUT, 1e-2)
-    assert row["err_pntk"] == pytest.approx(_direct_error(reference_entk, pntk), rel=1e-9)
+    assert row["err_pntk"] == pytest.approx(reference.kronecker_error(reference_entk, pntk), rel=1e-9)
     inf_kron = np.kron(theta_inf, np.eye(OUT))
-    matrix = reference_entk.transpose(0, 2, 1, 3).reshape(N * OUT, N * OUT)
+    matrix = reference.entk_as_matrix(reference_entk)
     direct = np.linalg.norm(matrix - inf_kron) / np.linalg.norm(inf_kron)
     assert row["err_entk_inf"] == pytest.approx(direct, rel=1e-9)
     assert row["err_pntk_inf"] == pytest.approx(0.3 / 1.3, rel=1e-9)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -150,3 +152,37 @@ def test_gate_end_to_end_catches_a_20_percent_flop_growth(script, tmp_path, caps
     out = capsys.readouterr().out
     assert "1 figure(s) grew" in out and "FAILED" in out and "fc pntk impl 1 N=16,O=10,width=128" in out
     assert "flops" in out and "1.200" in out and "python asv_bench/xla_gate.py update" in out
+
+
+@pytest.mark.slow  # a child process with its own JAX start-up
+def test_jax_cache_holds_the_programs_with_their_figures(tmp_path):
+    """`--jax-cache` (the test command shares the gate's programs with the asv pass this way): the
+    compiled programs land in JAX's persistent cache, and a program loaded from there (a cache hit,
+    no compile) has exactly the figures of its fresh compile. In a child process: the cache is
+    process-wide JAX configuration."""
+    code = f"""
+import importlib.util, json
+import jax.monitoring
+events = []
+jax.monitoring.register_event_listener(lambda name, **kwargs: events.append(name))
+spec = importlib.util.spec_from_file_location("xla_gate_script", {str(SCRIPT)!r})
+script = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(script)
+for name in ("fresh", "loaded"):
+    argv = ["update", "--baseline", f"{{name}}.json", "--jax-cache", "cache", *{ONE_PROGRAM!r}]
+    assert script.main(argv) == 0
+    outcomes = [e.rpartition("/")[2] for e in events if e.startswith("/jax/compilation_cache/cache_")]
+    print(name, json.dumps(outcomes))
+    events.clear()
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = dict(
+        line.split(" ", 1) for line in result.stdout.splitlines() if line.startswith(("fresh", "loaded"))
+    )
+    assert "cache_hits" not in json.loads(lines["fresh"]) and json.loads(lines["loaded"]) == ["cache_hits"]
+    assert any((tmp_path / "cache").iterdir())
+    fresh, loaded = (gate.load(tmp_path / f"{name}.json") for name in ("fresh", "loaded"))
+    assert loaded.figures == fresh.figures and FC_PNTK in fresh.figures

@@ -116,18 +116,23 @@ def skip_params(model: str) -> list[tuple]:
 
 def setup_jax(cache_dir: str | None = "jax-cache") -> None:
     """Imports nt_pntk (its import hook makes neural_tangents importable) and points JAX's
-    persistent compilation cache at `cache_dir`.
+    persistent compilation cache at `cache_dir` (``NT_PNTK_BENCH_JAX_CACHE`` instead, if set).
 
     asv runs a benchmark that has ``setup_cache`` in the directory where the cache
     lives, so the relative default is shared by ``setup_cache`` (which compiles every
     kernel once) and the benchmark processes (which then load the executables instead of
     compiling them: seconds saved per process, and no compiler memory in ``peakmem_*``).
+    ``NT_PNTK_BENCH_JAX_CACHE`` is the cache that ``xla_gate.py --jax-cache`` filled (the test
+    command's ``ci.sh``): the suite then loads the gate's programs instead of compiling them
+    again. A loaded program has the figures of the compiled one (XLA keeps its analyses).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import jax
 
     import nt_pntk  # noqa: F401
 
+    if cache_dir is not None:
+        cache_dir = os.environ.get("NT_PNTK_BENCH_JAX_CACHE") or cache_dir
     if cache_dir is not None and getattr(jax.config, "jax_compilation_cache_dir", None) is None:
         jax.config.update("jax_compilation_cache_dir", os.path.abspath(cache_dir))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
