@@ -46,4 +46,4 @@ stage micro-bench python -m pytest tests/benchmarks --benchmark-disable -q
 stage xla-gate python asv_bench/xla_gate.py check --jax-cache "$SHARED/jax-cache"
 stage asv env NT_PNTK_BENCH_JAX_CACHE="$SHARED/jax-cache" bash asv_bench/ci.sh
 stage docs bash scripts/docs.sh  # the user guide and API reference (warnings are errors), examples run
-stage pytest python -m pytest "$@"
+stage pytest python -m pytest --durations=15 "$@"  # the slowest tests listed: their cost stays visible
