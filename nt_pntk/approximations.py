@@ -28,6 +28,7 @@ from nt_pntk._src.kernels.approximations import (
     projection_directions,
 )
 from nt_pntk._src.kernels.features import NotAGramKernel
+from nt_pntk._src.kernels.sketch import Sketch, SketchedKernelFn
 from nt_pntk._src.numerics import entk_relative_error as relative_error
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "NotAGramKernel",
     "Projection",
     "SingleLogit",
+    "Sketch",
+    "SketchedKernelFn",
     "Trace",
     "projection_directions",
     "relative_error",

@@ -6,6 +6,7 @@ See `nt_pntk._src.tiled.kernel_matrix` for how it works.
 from __future__ import annotations
 
 from nt_pntk._src import deprecations as _deprecations
+from nt_pntk._src.tiled.feature_matrix import feature_matrix
 from nt_pntk._src.tiled.kernel_matrix import (
     KernelMatrixPlan,
     KernelMatrixStats,
@@ -18,6 +19,7 @@ __all__ = [
     "KernelMatrixPlan",
     "KernelMatrixStats",
     "NonFiniteKernelError",
+    "feature_matrix",
     "kernel_matrix",
     "plan_kernel_matrix",
 ]

@@ -34,6 +34,7 @@ from typing import Any
 
 from nt_pntk._src.kernels.approximations import EmpiricalKernelFn
 from nt_pntk._src.kernels.features import NotAGramKernel
+from nt_pntk._src.kernels.sketch import Sketch
 from nt_pntk._src.tiled import compute, sharding
 
 PyTree = Any
@@ -130,6 +131,10 @@ def choose(
     if not isinstance(fn, EmpiricalKernelFn):
         return programs_for("direct", fn, kwargs, lanes), Choice("direct", "a function of its own", {})
     rows_programs = programs_for("rows", fn, kwargs, lanes)
+    if isinstance(fn.approximation, Sketch):
+        # Its features are k numbers per row whatever the implementation: a direct tile would only
+        # compute them again for every tile.
+        return rows_programs, Choice("rows", "the sketched features, computed once per input", {})
     try:
         rows_programs.out_struct(params, x1)  # traced once; the programs keep it
     except NotAGramKernel:
