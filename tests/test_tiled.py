@@ -18,7 +18,7 @@ import pytest
 import tiled_helpers as th
 import zarr
 
-import nt_pntk  # noqa: F401  (before neural_tangents)
+import nt_pntk
 
 # isort: split
 import neural_tangents as nt
@@ -260,8 +260,10 @@ def test_two_processes_share_one_output(p, reference, tmp_path):
     outputs = [proc.communicate(timeout=300) for proc in procs]
     for proc, (stdout, stderr) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, stderr.decode()[-3000:]
-        assert "of 2: 2 devices, (37, 37)" in stdout.decode()
+        assert "of 2: 2 devices, (37, 37)" in stdout.decode() and "features (37, 256)" in stdout.decode()
     assert record_count(out) == 15
+    phi = nt_pntk.feature_matrix(th.sketch_fn(), p.x1, p.params, progress=False)
+    assert np.array_equal(zarr.open_array(str(out) + ".phi.zarr", mode="r")[:], phi)
     assert np.array_equal(zarr.open_array(str(out), mode="r")[:], reference["tiled_symmetric"])
 
 

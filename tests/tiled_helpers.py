@@ -91,7 +91,15 @@ def device_results() -> dict[str, np.ndarray]:
         "row_reuse": kernel_matrix(
             p.pntk_fn, p.x1, None, p.params, memory_budget=row_reuse_budget(), **common
         ),
+        "features": nt_pntk.feature_matrix(sketch_fn(), p.x1, p.params, memory_budget="1MiB", progress=False),
     }
+
+
+def sketch_fn():
+    """A Sketch of the problem's pNTK (its features: `feature_matrix`)."""
+    from nt_pntk.approximations import Sketch
+
+    return Sketch(dim=256, seed=1).kernel_fn(problem().model.apply_fn)
 
 
 def _slow_run(out: str) -> None:
@@ -145,6 +153,10 @@ def _process(process_id: int, count: int, port: int, out: str) -> None:
 
     p = problem()
     k = kernel_matrix(p.pntk_fn, p.x1, None, p.params, output=out, tile_size=TILE, progress=False)
+    phi = nt_pntk.feature_matrix(
+        sketch_fn(), p.x1, p.params, output=out + ".phi.zarr", memory_budget="1MiB", progress=False
+    )
+    print(f"features {phi.shape}", flush=True)
     print(
         f"process {jax.process_index()} of {jax.process_count()}: {jax.local_device_count()} devices, "
         f"{k.shape}",

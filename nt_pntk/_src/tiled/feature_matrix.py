@@ -37,6 +37,7 @@ import jax
 import numpy as np
 
 from nt_pntk._src import checks
+from nt_pntk._src.kernels import features
 from nt_pntk._src.kernels.sketch import SketchedKernelFn
 from nt_pntk._src.tiled import arguments, compute, planning, probe, sharding, storage
 from nt_pntk._src.tiled.writer import NonFiniteKernelError
@@ -113,7 +114,7 @@ def feature_matrix(
         )
     allow_non_finite = checks.boolean("allow_non_finite", allow_non_finite)
     progress = checks.boolean("progress", progress)
-    args = arguments.inputs(fn, x, None, params, output, memory_budget, None)
+    args = _inputs(x, params, output, memory_budget)
     sides = arguments.sides(fn, apply_fn_kwargs, args.x1, None)
     lanes = sharding.Lanes()
     programs = compute.FeaturePrograms(fn.features_fn(), sides.kwargs1, sides.kwargs1, lanes, "sketch")
@@ -135,6 +136,23 @@ def feature_matrix(
     lock = storage.OutputLock(args.path, job.announce) if jax.process_index() == 0 else None
     with lock or contextlib.nullcontext():
         return job.run(expected)
+
+
+def _inputs(x: PyTree, params: PyTree, output: Any, memory_budget: Any) -> arguments.Inputs:
+    """`kernel_matrix`'s checks of its inputs, for one input `x` (messages name `x`)."""
+    checks.has_parameters(params)
+    budget = checks.parse_bytes("memory_budget", memory_budget)
+    path = storage.check_output_path(output)
+    xh, n = arguments.host_inputs("x", x)
+    params = jax.tree_util.tree_map(features.as_array, params)
+    arguments.check_finite_rows("x", xh, n)
+    arguments.check_finite_params(params)
+    if jax.process_count() > 1 and path is None:
+        raise checks.UsageError(
+            f"`output` is None in a run of {jax.process_count()} processes; each process computes only its "
+            "share of the blocks, so pass output='<shared path>.zarr' (or .npy on a shared file system)."
+        )
+    return arguments.Inputs(params, xh, xh, n, n, True, path, budget, None)
 
 
 def _outputs(fn: SketchedKernelFn, params: PyTree, x: PyTree, kwargs: dict) -> int:
