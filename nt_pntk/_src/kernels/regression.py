@@ -150,7 +150,9 @@ def checked_options(ridge: Any, t: Any, learning_rate: Any) -> tuple[float, floa
     if t is not None:
         t = checks.real("t", t)
         if not t >= 0:  # also NaN
-            raise checks.UsageError(f"`t` must be a time >= 0, or None (or inf) for infinite time; got t={t!r}.")
+            raise checks.UsageError(
+                f"`t` must be a time >= 0, or None (or inf) for infinite time; got t={t!r}."
+            )
     learning_rate = checks.positive("learning_rate", learning_rate)
     return ridge, t, learning_rate
 

@@ -210,7 +210,8 @@ def _open(name: str, path: Path) -> Any:
     """The array at `path`, read-only: a memmap for ``.npy``, a Zarr array for ``.zarr``."""
     if path.suffix not in (".npy", ".zarr"):
         raise checks.UsageError(
-            f"`{name}` must be an array or the path of a .npy (NumPy) or .zarr (Zarr) array; got {str(path)!r}."
+            f"`{name}` must be an array or the path of a .npy (NumPy) or .zarr (Zarr) array; "
+            f"got {str(path)!r}."
         )
     try:
         if path.suffix == ".npy":
