@@ -147,7 +147,8 @@ def test_memmap_and_npy_path(tmp_path, shape):
 
 
 def test_zarr_array_and_path(tmp_path):
-    zarr = pytest.importorskip("zarr")  # a dependency (pyproject.toml): always there
+    import zarr  # a dependency (pyproject.toml)
+
     phi, phi_test, y = features(SHAPES["rows"], dtype=np.float32)
     stored = zarr.open_array(
         store=str(tmp_path / "phi.zarr"), mode="w", shape=phi.shape, chunks=(4, 3, 4), dtype="f4"
@@ -361,3 +362,32 @@ def test_bad_kinds_of_features(tmp_path):
         ValueError, match=rf"^`phi_train`={re.escape(repr(missing))} cannot be read as an array"
     ):
         regression.predict_features(missing, y)
+
+
+def test_memory_is_a_block_not_the_whole_features(tmp_path):
+    """A memmapped Φ is read a block at a time: NumPy's allocations (traced) stay far below Φ's size, in
+    float32 as stored, let alone its float64 copy."""
+    import tracemalloc
+
+    n, k = 50_000, 32
+    phi = np.lib.format.open_memmap(tmp_path / "phi.npy", mode="w+", dtype=np.float32, shape=(n, k))
+    rng = np.random.default_rng(5)
+    for start in range(0, n, 10_000):
+        phi[start : start + 10_000] = rng.standard_normal((10_000, k))
+    phi.flush()
+    y = rng.standard_normal((n, 2))
+    phi = np.load(tmp_path / "phi.npy", mmap_mode="r")
+    tracemalloc.start()
+    try:
+        actual = regression.predict_features(phi, y, phi[:M], ridge=0.1, t=0.3, block_rows=1_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < phi.nbytes / 4, f"peak {peak:,} bytes for a Φ of {phi.nbytes:,}"
+    # The reference, in feature space from the SVD Φ = U S Vᵀ (no kernel of 50,000²):
+    # K_*(K + λI)⁻¹(I − e^{−τ(K + λI)})Y = Φ_* V diag(S (1 − e^{−τ(S² + λ)}) / (S² + λ)) Uᵀ Y.
+    phi64 = np.asarray(phi, np.float64)
+    u, s, vt = np.linalg.svd(phi64, full_matrices=False)
+    lam, tau = 0.1 * np.sum(phi64**2) / n, 0.3 / y.size
+    gains = s * -np.expm1(-tau * (s**2 + lam)) / (s**2 + lam)
+    assert_close(actual, phi64[:M] @ vt.T @ (gains[:, None] * (u.T @ y)), rtol=1e-10)
