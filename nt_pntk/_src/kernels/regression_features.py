@@ -134,12 +134,12 @@ def predict_features(
     outputs = y.shape[1]
 
     gram, cross, exponent = _accumulate(train, y, block_rows)  # Φᵀ Φ / 4^e and Φᵀ Y / 2^e
-    # Like `predict`'s K / scale: the mean diagonal and the largest entry at most 1, so that the ridge
-    # cannot overflow (ridge=1e308). Gradient flow on K / 2^E for 2^E τ is gradient flow on K for τ.
-    mean_diagonal = float(np.trace(gram)) / n
-    normal = math.frexp(max(float(np.max(np.abs(gram))), mean_diagonal))[1]
+    # Like `predict`'s K / scale: the largest entry (on the diagonal of a Gram matrix), so the mean diagonal
+    # too, at most 1, so that the ridge cannot overflow (ridge=1e308). Gradient flow on K / 2^E for 2^E τ
+    # is gradient flow on K for τ.
+    normal = math.frexp(float(np.max(gram.diagonal())))[1]
     np.ldexp(gram, -normal, out=gram)
-    mean_diagonal = math.ldexp(mean_diagonal, -normal)
+    mean_diagonal = float(np.trace(gram)) / n
     lam = ridge * mean_diagonal
     time = math.inf if t is None else _ldexp(learning_rate * t / (n * outputs), 2 * exponent + normal)
     tolerance = max(n, 100) * _eps(train.dtype)
@@ -151,8 +151,9 @@ def predict_features(
         gram[np.diag_indices(width)] = diagonal
     if coefficients is None:
         evals, evecs = scipy.linalg.eigh(gram, overwrite_a=True, check_finite=False)
-        # ΦᵀΦ is a Gram matrix: its negative eigenvalues are round-off, which the solve drops as
-        # `predict` does; so are Φ's null directions at ridge 0 (at ridge > 0 they carry round-off).
+        # The solve drops eigenvalues within round-off of 0 as `predict` does: at ridge 0, those of Φ's
+        # null space (d > N) and ΦᵀΦ's negative round-off; at ridge > 0 it keeps them, as `predict` keeps
+        # K's null space, and they carry round-off only (Φv = 0, as K_* u = 0 there).
         coefficients = regression._gradient_flow_solve(evals + lam, evecs, cross, time, tolerance)
     del gram
     coefficients = np.ldexp(coefficients, -normal)  # f = (Φ_* / 2^e) · coefficients
