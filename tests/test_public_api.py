@@ -136,7 +136,7 @@ PUBLIC_API = {
         "kernel_matrix",
         "plan_kernel_matrix",
     ],
-    "nt_pntk.regression": ["predict"],
+    "nt_pntk.regression": ["predict", "predict_features"],
     "nt_pntk.spectra": [
         "SpectralErrors",
         "Spectrum",

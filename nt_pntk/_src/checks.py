@@ -181,13 +181,7 @@ def real_array(name: str, value: Any, *, finite: bool = True) -> Any:
         raise UsageTypeError(
             f"`{name}` must be an array of real numbers; got {_brief(value)} ({e})."
         ) from None
-    if not _is_real_dtype(array.dtype):
-        hint = (
-            f" (complex values are not supported; pass np.real({name}) if the imaginary part is round-off)"
-            if array.dtype.kind == "c"
-            else "; pass numbers, e.g. a float array"
-        )
-        raise UsageTypeError(f"`{name}` must be an array of real numbers; got dtype {array.dtype}{hint}.")
+    real_dtype(name, array.dtype)
     array = array.astype(np.float64, copy=False)
     if finite:
         bad = ~np.isfinite(array)
@@ -198,6 +192,18 @@ def real_array(name: str, value: Any, *, finite: bool = True) -> Any:
                 f"{array.size}, the first {array[first]} at index {first}."
             )
     return array
+
+
+def real_dtype(name: str, dtype: Any) -> None:
+    """A `TypeError` unless `dtype` (of the array `name`, checked before its values are read, e.g. of a
+    memmap or Zarr array) is real: bool, int or floating (bfloat16 and float8 included)."""
+    if not _is_real_dtype(dtype):
+        hint = (
+            f" (complex values are not supported; pass np.real({name}) if the imaginary part is round-off)"
+            if dtype.kind == "c"
+            else "; pass numbers, e.g. a float array"
+        )
+        raise UsageTypeError(f"`{name}` must be an array of real numbers; got dtype {dtype}{hint}.")
 
 
 def _is_real_dtype(dtype: Any) -> bool:

@@ -120,12 +120,7 @@ def predict(
       True
     """
     k, y, k_star, eps = _checked(k_train_train, y_train, k_test_train)
-    ridge = checks.non_negative("ridge", ridge)
-    if t is not None:
-        t = checks.real("t", t)
-        if not t >= 0:  # also NaN
-            raise ValueError(f"`t` must be a time >= 0, or None (or inf) for infinite time; got t={t!r}.")
-    learning_rate = checks.positive("learning_rate", learning_rate)
+    ridge, t, learning_rate = checked_options(ridge, t, learning_rate)
     n, outputs = y.shape
     full = k.ndim == 4
     if full:
@@ -147,6 +142,19 @@ def predict(
         coefficients = _gradient_flow_solve(evals, evecs, y, time, tolerance)
     prediction = k_star @ coefficients
     return prediction.reshape(-1, outputs)
+
+
+def checked_options(ridge: Any, t: Any, learning_rate: Any) -> tuple[float, float | None, float]:
+    """`predict`'s options ``ridge``, ``t`` and ``learning_rate`` as floats (``t`` None or a float)."""
+    ridge = checks.non_negative("ridge", ridge)
+    if t is not None:
+        t = checks.real("t", t)
+        if not t >= 0:  # also NaN
+            raise checks.UsageError(
+                f"`t` must be a time >= 0, or None (or inf) for infinite time; got t={t!r}."
+            )
+    learning_rate = checks.positive("learning_rate", learning_rate)
+    return ridge, t, learning_rate
 
 
 def _power_of_two_above(value: float) -> float:
