@@ -75,6 +75,7 @@ def gram_features_fn(
     vmap_axes: Any,
     *,
     structured: bool = False,
+    conv: bool = False,
 ) -> Callable[..., list]:
     """``features(x, params, **apply_fn_kwargs)``: the per-example Gram features of g's traced NTK.
 
@@ -92,6 +93,8 @@ def gram_features_fn(
         a `ValueError` when ``features`` is called (NT would take it modulo the rank).
       structured: the parameters of dense layers as a pair of factors (see
         `nt_pntk._src.kernels.structured`) instead of their Jacobian rows.
+      conv: with ``structured``, convolution kernels' rows formed from their input
+        patches and output cotangents (entries permuted alike for every example).
 
     Returns:
       ``features(x, params, **apply_fn_kwargs)`` returning one entry per floating parameter
@@ -127,7 +130,7 @@ def gram_features_fn(
         if structured:
             from nt_pntk._src.kernels.structured import structured_features
 
-            return structured_features(h, leaves, x, apply_fn_kwargs, count, gx.dtype)
+            return structured_features(h, leaves, x, apply_fn_kwargs, count, gx.dtype, conv=conv)
         scale = jnp.asarray(1.0 / math.sqrt(count), gx.dtype)
 
         def one_example(x_i: PyTree) -> list[jax.Array]:

@@ -193,6 +193,7 @@ class SketchedKernelFn(EmpiricalKernelFn):
             self.diagonal_axes,
             self.vmap_axes,
             structured=self.approximation.method == "tensorsketch",
+            conv=self.approximation.method == "tensorsketch",
         )
 
         def rows(x: PyTree, params: PyTree, **apply_fn_kwargs) -> list:

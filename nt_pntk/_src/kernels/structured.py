@@ -26,6 +26,7 @@ kernels, normalization scales, weights used twice) keeps its Jacobian rows.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -87,6 +88,75 @@ def dense_uses(jaxpr: Any, param_count: int) -> dict[int, DenseUse]:
     return found
 
 
+def conv_uses(jaxpr: Any, param_count: int, batch: int = 1) -> dict[int, DenseUse]:
+    """The parameter leaves that enter once, as the kernel (rhs) of a plain convolution of an input of
+    `batch` examples (no feature or batch groups, no input dilation): their per-example gradient is
+    the product of the input's patches and the output's cotangents (`conv_gradient`)."""
+    params = jaxpr.invars[:param_count]
+    uses: dict[Any, list[tuple[int, int]]] = {v: [] for v in params}
+    for k, eqn in enumerate(jaxpr.eqns):
+        for position, v in enumerate(eqn.invars):
+            if not isinstance(v, jex_core.Literal) and v in uses:
+                uses[v].append((k, position))
+    for v in jaxpr.outvars:
+        if not isinstance(v, jex_core.Literal) and v in uses:
+            uses[v].append((-1, -1))
+    found = {}
+    for index, v in enumerate(params):
+        if len(uses[v]) != 1 or uses[v][0] == (-1, -1):
+            continue
+        k, position = uses[v][0]
+        eqn = jaxpr.eqns[k]
+        if eqn.primitive.name != "conv_general_dilated" or position != 1:
+            continue
+        p = eqn.params
+        lhs = eqn.invars[0].aval.shape
+        if (
+            p["feature_group_count"] != 1
+            or p["batch_group_count"] != 1
+            or any(d != 1 for d in p["lhs_dilation"])
+            or lhs[p["dimension_numbers"].lhs_spec[0]] != batch
+        ):
+            continue
+        size = math.prod(v.aval.shape)
+        found[index] = DenseUse(k, 1, size, size)  # d_in, d_out unused: the gradient is formed whole
+    return found
+
+
+def conv_gradient(eqn_params: dict, kernel_shape: tuple[int, ...], lhs: jax.Array, cotangent: jax.Array):
+    """The gradient of a convolution's kernel for each of `cotangent`'s leading rows: ``(R, size)``.
+
+    For each kernel offset, Σ over output positions of (the input at that offset from the position)
+    ⊗ (the output's cotangent there): one product per offset of the padded input, strided and
+    dilated as the convolution's. On XLA:CPU this takes half the time of differentiating each
+    example's convolution (``vmap`` of its transpose), and a third of forming the input's patches.
+    Entries come offset-major, then input and output channel: a fixed permutation of the kernel's,
+    which leaves every Gram product and sketch of them unchanged in distribution.
+    """
+    numbers = eqn_params["dimension_numbers"]
+    spatial = [kernel_shape[d] for d in numbers.rhs_spec[2:]]
+    strides, dilation = eqn_params["window_strides"], eqn_params["rhs_dilation"]
+    # Inputs and cotangents as (batch, *spatial, channels).
+    x = jnp.transpose(lhs, [numbers.lhs_spec[0], *numbers.lhs_spec[2:], numbers.lhs_spec[1]])
+    x = jax.lax.pad(
+        x, jnp.zeros((), x.dtype), [(0, 0, 0), *[(lo, hi, 0) for lo, hi in eqn_params["padding"]], (0, 0, 0)]
+    )
+    out_order = [numbers.out_spec[0], *numbers.out_spec[2:], numbers.out_spec[1]]
+    d = jnp.transpose(cotangent, [0, *(1 + a for a in out_order)])  # (R, batch, *out_spatial, c_out)
+    out_spatial = d.shape[2:-1]
+    grads = []
+    for offset in itertools.product(*[range(k) for k in spatial]):
+        starts = [0, *(o * r for o, r in zip(offset, dilation, strict=True)), 0]
+        limits = [
+            x.shape[0],
+            *(s0 + st * (n - 1) + 1 for s0, st, n in zip(starts[1:-1], strides, out_spatial, strict=True)),
+            x.shape[-1],
+        ]
+        window = jax.lax.slice(x, starts, limits, [1, *strides, 1])
+        grads.append(jnp.einsum("b...i,rb...o->rio", window, d, precision=jax.lax.Precision.HIGHEST))
+    return jnp.stack(grads, axis=1).reshape(cotangent.shape[0], -1)
+
+
 def interpret(closed: Any, uses: dict[int, DenseUse], leaves: list, x: Any, shifts: dict[int, jax.Array]):
     """Evaluates the closed jaxpr of ``h(*leaves, *x_leaves)``, adding ``shifts[i]`` to leaf i's dense
     product and recording the activation multiplying it.
@@ -125,15 +195,32 @@ def interpret(closed: Any, uses: dict[int, DenseUse], leaves: list, x: Any, shif
     return [read(v) for v in jaxpr.outvars], activations
 
 
+def _conv_rows(closed: Any, use: DenseUse, leaf: Any, lhs: jax.Array, cotangents: jax.Array) -> jax.Array:
+    """A convolution leaf's Jacobian rows, flattened: (count·size,), from its input and cotangents."""
+    eqn = closed.jaxpr.eqns[use.equation]
+    return conv_gradient(eqn.params, tuple(jnp.shape(leaf)), lhs, cotangents).reshape(-1)
+
+
 def structured_features(
-    g: Callable, params: PyTree, x: PyTree, apply_fn_kwargs: dict, count: int, dtype: Any
+    g: Callable,
+    params: PyTree,
+    x: PyTree,
+    apply_fn_kwargs: dict,
+    count: int,
+    dtype: Any,
+    *,
+    conv: bool = False,
 ) -> list:
     """The per-example Gram features of g's traced NTK (all `count` outputs traced) for the batch `x`.
 
     Returns a list, one entry per parameter leaf: ``J`` (B, count·size), Jacobian
     rows, or a pair ``(A, D)`` (B, d_in), (B, count·d_out) for a dense leaf, with
     ``K = Σ J Jᵀ + Σ (A Aᵀ) ⊙ (D Dᵀ)``. Rows and cotangents are scaled by
-    1/√count, as NT's trace divides by the number of traced entries.
+    1/√count, as NT's trace divides by the number of traced entries. With `conv`, a
+    convolution kernel's rows are formed from its input patches and output cotangents
+    (`conv_gradient`, one batched product per layer, far faster than differentiating each
+    example's convolution), in the patches' order of entries: a permutation of the kernel's,
+    the same for every example, so every Gram product of the rows is unchanged.
     """
     leaves, treedef = jax.tree_util.tree_flatten(params)
     x_leaves, x_treedef = jax.tree_util.tree_flatten(x)
@@ -150,6 +237,9 @@ def structured_features(
         for i, use in dense_uses(closed.jaxpr, len(leaves)).items()
         if use.d_in * use.d_out * count >= MIN_SAVING * (use.d_in + count * use.d_out)
     }
+    factored = dict(uses)
+    convs = conv_uses(closed.jaxpr, len(leaves)) if conv else {}
+    uses = {**uses, **convs}
     rest = [i for i in range(len(leaves)) if i not in uses]
     scale = jnp.asarray(1.0 / math.sqrt(count), dtype)
     out_shapes = {i: closed.jaxpr.eqns[use.equation].outvars[0].aval for i, use in uses.items()}
@@ -175,14 +265,22 @@ def structured_features(
                 shifts, rest_leaves
             )
             rows = {i: d.reshape(-1) for i, d in zip(rest, d_rest, strict=True)}
-            cotangents = {i: d.reshape(-1) for i, d in d_shift.items()}
+            cotangents = {i: d.reshape(-1) for i, d in d_shift.items() if i in factored}
+            for i in convs:
+                rows[i] = _conv_rows(closed, convs[i], leaves[i], activations[i], d_shift[i][None])
         else:
             _, pullback, activations = jax.vjp(outputs, shifts, rest_leaves, has_aux=True)
             d_shift, d_rest = jax.vmap(pullback)(jnp.eye(count, dtype=dtype))
             rows = {i: d.reshape(-1) * scale.astype(d.dtype) for i, d in zip(rest, d_rest, strict=True)}
-            cotangents = {i: d.reshape(-1) * scale.astype(d.dtype) for i, d in d_shift.items()}
+            cotangents = {
+                i: d.reshape(-1) * scale.astype(d.dtype) for i, d in d_shift.items() if i in factored
+            }
+            for i in convs:
+                grads = _conv_rows(closed, convs[i], leaves[i], activations[i], d_shift[i])
+                rows[i] = grads * scale.astype(grads.dtype)
         return [
-            (activations[i].reshape(-1), cotangents[i]) if i in uses else rows[i] for i in range(len(leaves))
+            (activations[i].reshape(-1), cotangents[i]) if i in factored else rows[i]
+            for i in range(len(leaves))
         ]
 
     return jax.vmap(one_example)(x_leaves)
