@@ -78,6 +78,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"number of examples: the first N of --input, or N digits (augmented above {DIGITS}); "
         f"default: all of --input, or {DIGITS} digits",
     )
+    sketch = parser.add_argument_group("sketch")
+    sketch.add_argument(
+        "--sketch",
+        type=int,
+        default=None,
+        metavar="K",
+        help="sketch each Jacobian row to K numbers (nt_pntk.approximations.Sketch, seeded by --seed): "
+        "an unbiased estimate of the kernel, relative error ~ K^-1/2, for networks and datasets whose "
+        "exact kernel would take too long (default: exact)",
+    )
+    sketch.add_argument(
+        "--sketch-method",
+        choices=("tensorsketch", "countsketch"),
+        default="tensorsketch",
+        help="tensorsketch: dense and convolution layers from their factors; countsketch: every "
+        "parameter from its per-example gradient (default: tensorsketch)",
+    )
+    sketch.add_argument(
+        "--features",
+        type=Path,
+        default=None,
+        help="with --sketch: also write the features Φ (.npy or .zarr, resumable) and compute the "
+        "kernel as ΦΦᵀ from them (for nt_pntk.regression.predict_features)",
+    )
     model.add_argument(
         "--implementation",
         type=int,
@@ -113,6 +137,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # The arguments are checked before JAX is imported: a usage error costs no start-up.
     checks.seed("--seed", args.seed)
+    if args.sketch is not None:
+        checks.positive_int("--sketch", args.sketch)
+    if args.features is not None:
+        if args.sketch is None:
+            raise UsageError("--features needs --sketch K: the features are the sketched Jacobian rows")
+        check_output(args.features, "--features")
     if not args.plan:
         if args.output is None:
             raise UsageError("--output is required (the kernel path, .npy or .zarr) unless --plan is given")
@@ -131,20 +161,40 @@ def run(args: argparse.Namespace) -> int:
         check_takes_inputs(network, x)
     else:
         params = _init_params(network, args.seed, x.shape)
-    approximation = approximations.PNTK() if args.kernel == "pntk" else approximations.Trace()
+    from nt_pntk._src.kernels import sketch
+
+    base = approximations.PNTK() if args.kernel == "pntk" else approximations.Trace()
+    approximation = base
+    if args.sketch is not None:
+        approximation = sketch.Sketch(base=base, dim=args.sketch, seed=args.seed, method=args.sketch_method)
     fn = approximation.kernel_fn(apply_fn, vmap_axes=0, implementation=args.implementation)
+    kernel = args.kernel if args.sketch is None else f"{args.kernel} sketched to {args.sketch}"
     if args.plan:
-        print(f"{args.kernel} of {name} on {x.shape[0]} inputs of shape {x.shape[1:]}", flush=True)
+        print(f"{kernel} of {name} on {x.shape[0]} inputs of shape {x.shape[1:]}", flush=True)
         # A bad --memory-budget or --tile-size is the library's `UsageError` (exit code 2).
         plan = tiled.plan_kernel_matrix(
             fn, x, None, params, memory_budget=args.memory_budget, tile_size=args.tile_size
         )
         print(plan)
+        if args.sketch is None:  # the exact plan comes with its sketched alternative
+            dim = sketch.DEFAULT_DIM
+            alternative = sketch.Sketch(base=base, dim=dim, seed=args.seed, method=args.sketch_method)
+            alt = tiled.plan_kernel_matrix(
+                alternative.kernel_fn(apply_fn, vmap_axes=0),
+                x,
+                None,
+                params,
+                memory_budget=args.memory_budget,
+            )
+            print(
+                f"sketched alternative (--sketch {dim}: unbiased, relative error ~ {dim}^-1/2): estimated "
+                f"{alt.choice.estimates['rows']}"
+            )
         return 0
-    print(
-        f"{args.kernel} of {name} on {x.shape[0]} inputs of shape {x.shape[1:]} -> {args.output}", flush=True
-    )
+    print(f"{kernel} of {name} on {x.shape[0]} inputs of shape {x.shape[1:]} -> {args.output}", flush=True)
     start = time.perf_counter()
+    if args.features is not None:
+        fn, x, params = _features_gram(fn, x, params, args)
     # A bad --memory-budget or --tile-size, an --output holding another kernel: the library's
     # `UsageError` (exit code 2); a failure of the computation: a ValueError (exit code 1).
     try:
@@ -167,6 +217,30 @@ def run(args: argparse.Namespace) -> int:
         raise
     print(f"{k.shape} {k.dtype} kernel in {args.output} ({time.perf_counter() - start:.1f} s)")
     return 0
+
+
+def _features_gram(fn: Any, x: np.ndarray, params: Any, args: argparse.Namespace) -> tuple:
+    """Φ written to --features; then the kernel ΦΦᵀ as a linear kernel of Φ's rows (computed once)."""
+    import jax.numpy as jnp
+
+    from nt_pntk import tiled
+
+    phi = tiled.feature_matrix(
+        fn,
+        x,
+        params,
+        output=args.features,
+        memory_budget=args.memory_budget,
+        progress=not args.no_progress,
+        allow_non_finite=args.allow_non_finite,
+    )
+    print(f"{phi.shape} {phi.dtype} features in {args.features}", flush=True)
+    rows = np.asarray(phi).reshape(len(x), -1)
+
+    def features_gram(a: Any, b: Any, unit: Any) -> Any:
+        return unit * jnp.matmul(a, b.T, precision="highest")
+
+    return features_gram, rows, jnp.ones((), rows.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,16 +303,16 @@ def check_takes_inputs(network: Network, x: np.ndarray) -> None:
         ) from e
 
 
-def check_output(path: Path) -> None:
-    """--output's suffix, and a writable folder to hold it, checked before any work."""
+def check_output(path: Path, option: str = "--output") -> None:
+    """An output's suffix, and a writable folder to hold it, checked before any work."""
     if path.suffix not in (".npy", ".zarr"):
-        raise UsageError(f"--output must end in .npy or .zarr; got {path}")
+        raise UsageError(f"{option} must end in .npy or .zarr; got {path}")
     parent = path.absolute().parent
     if not parent.is_dir():
-        raise UsageError(f"--output {path}: its folder {parent} does not exist; create it first")
+        raise UsageError(f"{option} {path}: its folder {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(
-            f"--output {path}: its folder {parent} is not writable (permission denied); "
+            f"{option} {path}: its folder {parent} is not writable (permission denied); "
             "choose a folder you can write to"
         )
 

@@ -133,8 +133,12 @@ def choose(
     rows_programs = programs_for("rows", fn, kwargs, lanes)
     if isinstance(fn.approximation, Sketch):
         # Its features are k numbers per row whatever the implementation: a direct tile would only
-        # compute them again for every tile.
-        return rows_programs, Choice("rows", "the sketched features, computed once per input", {})
+        # compute them again for every tile. Its estimate is shown beside the exact routes' (`--plan`).
+        row_seconds, entry_seconds = rows_programs.lowered_seconds(params, x1, compute.PROBE_ROWS)
+        estimate = Estimate(row_seconds * rows, entry_seconds * entries)
+        return rows_programs, Choice(
+            "rows", "the sketched features, computed once per input", {"rows": estimate}
+        )
     try:
         rows_programs.out_struct(params, x1)  # traced once; the programs keep it
     except NotAGramKernel:
