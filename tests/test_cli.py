@@ -521,13 +521,13 @@ def test_deprecated_python_m_figure1_still_runs():
 # --- `nt-pntk kernel`: the values it writes, against per-example Jacobians in float64. ---
 
 
-def _reference_kernels(x: np.ndarray, outputs: int) -> dict[str, np.ndarray]:
-    """The pNTK and NT's trace kernel of the command's FC (width 8, depth 1, seed 0) from `jax.jacrev`."""
+def _reference_kernels(x: np.ndarray, outputs: int, width: int = 8) -> dict[str, np.ndarray]:
+    """The pNTK and NT's trace kernel of the command's FC (depth 1, seed 0) from `jax.jacrev`."""
     from jax.flatten_util import ravel_pytree
 
     from nt_pntk.experiments import models
 
-    model = models.get_model("fc", width=8, outputs=outputs, depth=1)
+    model = models.get_model("fc", width=width, outputs=outputs, depth=1)
     _, params = model.init_fn(jax.random.PRNGKey(0), (-1, *x.shape[1:]))  # float32, as the command's
     previous = jax.config.read("jax_enable_x64")
     jax.config.update("jax_enable_x64", True)
@@ -584,6 +584,44 @@ def test_kernel_auto_plan_compares_the_feature_routes(tmp_path, capsys):
     assert "(AUTO: the cheapest by XLA's cost analysis)" in out
     assert re.search(r"\* structured +[0-9.e+-]+ s \(features", out)  # 64-wide layers: factors win
     assert re.search(r"\n +rows +[0-9.e+-]+ s \(features", out)
+
+
+def test_kernel_plan_shows_the_sketched_alternative(tmp_path, capsys):
+    x = tiny_inputs(tmp_path, n=40)
+    assert cli.main(["kernel", "--width", "64", "--depth", "2", "--input", x, "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"sketched alternative \(--sketch 4096: .*\): estimated [0-9.e+-]+ s \(features", out)
+
+
+def test_kernel_sketch_writes_the_features_and_their_gram(tmp_path, capsys):
+    """--sketch K --features PHI: Φ (N, K) on disk, the kernel ΦΦᵀ, the exact pNTK within K^-1/2; resumes."""
+    x = tiny_inputs(tmp_path, n=6)
+    phi_path, output = tmp_path / "phi.npy", tmp_path / "k.zarr"
+    argv = ["kernel", "--width", "32", "--depth", "1", "--outputs", "3", "--input", x, "--no-progress"]
+    argv += ["--sketch", "4096", "--features", str(phi_path), "--output", str(output)]
+    for _ in range(2):  # the second run finds both finished
+        assert cli.main(argv) == 0
+        assert "(6, 4096) float32 features in" in capsys.readouterr().out
+    phi = np.load(phi_path).astype(np.float64)
+    import zarr
+
+    k = zarr.open_array(str(output), mode="r")[:]
+    np.testing.assert_allclose(k, phi @ phi.T, rtol=1e-5, atol=1e-5 * np.abs(k).max())
+    exact = _reference_kernels(np.load(x), 3, width=32)["pntk"]
+    assert np.linalg.norm(k - exact) / np.linalg.norm(exact) < 0.1
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--features", "phi.npy"], "--features needs --sketch K"),
+        (["--sketch", "0"], "`--sketch` must be an int >= 1; got --sketch=0"),
+        (["--sketch", "8", "--features", "phi.txt"], "--features must end in .npy or .zarr"),
+    ],
+)
+def test_kernel_sketch_options_are_checked(tmp_path, capsys, options, message):
+    assert cli.main(kernel_args(tmp_path, "--input", tiny_inputs(tmp_path), *options)) == 2
+    assert message in error_line(capsys)
 
 
 def test_kernel_without_output_or_plan(tmp_path, capsys):
