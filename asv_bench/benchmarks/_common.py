@@ -19,13 +19,15 @@ from typing import Any
 #: The kernels measured. ``entk``: the full eNTK, ``nt.empirical_ntk_fn(f, trace_axes=())``,
 #: an (N, N, O, O) array. ``trace``: NT's own approximation with NT's default
 #: ``trace_axes=(-1,)``, (1/O) Σ_o Θ_oo. ``pntk``: ``nt_pntk.empirical_pntk_fn(f)``,
-#: (1/O) Σ_{o,o'} Θ_oo'. All with ``vmap_axes=0``.
-KERNELS = ("entk", "trace", "pntk")
+#: (1/O) Σ_{o,o'} Θ_oo'. ``sketch``: ``Sketch(dim=SKETCH_DIM)`` of the pNTK, its unbiased estimate
+#: from k numbers per input (the same for every implementation). All with ``vmap_axes=0``.
+KERNELS = ("entk", "trace", "pntk", "sketch")
+SKETCH_DIM = 1024
 #: ``nt.NtkImplementation``: 1 JACOBIAN_CONTRACTION, 2 NTK_VECTOR_PRODUCTS, 3 STRUCTURED_DERIVATIVES.
 IMPLEMENTATIONS = (1, 2, 3)
 #: Kernels measured with only some implementations (the others are asv-skipped: n/a):
 #: NT's trace approximation with NT's default implementation only, to keep the suite short.
-ONLY_IMPLEMENTATIONS = {"trace": (1,)}
+ONLY_IMPLEMENTATIONS = {"trace": (1,), "sketch": (1,)}
 MODELS = ("fc", "cnn")
 
 #: Image shape of the inputs (the digits' 8×8×1); the FC model flattens them itself.
@@ -151,6 +153,12 @@ def kernel_fn(kernel: str, apply_fn: Any, implementation: int) -> Any:
         return nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), vmap_axes=0, implementation=implementation)
     if kernel == "pntk":
         return nt_pntk.empirical_pntk_fn(apply_fn, vmap_axes=0, implementation=implementation)
+    if kernel == "sketch":
+        try:
+            from nt_pntk.approximations import Sketch
+        except ImportError:
+            raise NotImplementedError("this commit has no nt_pntk.approximations.Sketch") from None
+        return Sketch(dim=SKETCH_DIM).kernel_fn(apply_fn, vmap_axes=0, implementation=implementation)
     raise ValueError(f"unknown kernel {kernel!r}; expected one of {KERNELS}")
 
 
