@@ -21,6 +21,10 @@ import pytest
 import reference
 
 import nt_pntk
+
+# isort: split
+import neural_tangents as nt
+
 from nt_pntk.approximations import PNTK, Sketch, Trace
 from nt_pntk.experiments import models
 from nt_pntk.tiled import kernel_matrix
@@ -139,6 +143,7 @@ def test_public_routes_share_one_sketch(tmp_path):
     routes = {
         "sketch_fn": phi @ phi.T,
         "jit": jax.jit(fn)(x, None, params),
+        "nt.batch": nt.batch(fn, batch_size=2)(x, None, params),
         "kernel_matrix": kernel_matrix(fn, x, None, params, tile_size=4, progress=False),
         "feature_matrix": (lambda p: p @ p.T)(
             np.asarray(nt_pntk.feature_matrix(fn, x, params, progress=False))
