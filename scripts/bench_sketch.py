@@ -12,8 +12,9 @@ width 16 on 32×32×3 inputs) and each k:
 * ``two-sided``: each weight matrix's per-example gradient G sketched as S_inᵀ G S_out (Gaussian,
   k_in = k_out = √k, the rest CountSketched) — the trap whose error falls only as k^-1/4 (FC only).
 
-Throughput is examples per second of one jitted call on a block of B inputs (median of 3, after a
-compile), beside the batched backward pass (``grad`` of the summed outputs) of the same block, the
+Throughput is examples per second of one jitted call on a block of B inputs (median of 5, the
+methods timed in turn round after round so that a shared machine's load hits all alike), beside
+the batched backward pass (``grad`` of the summed outputs) of the same block, the
 floor for any feature built from gradients; memory is XLA's peak of the compiled program; the error
 is ‖K̂ − K‖_F / ‖K‖_F against the exact float32 pNTK of N inputs (per-example gradients), averaged
 over 3 seeds. One process, this machine; a table on stdout.
@@ -46,16 +47,6 @@ def network(name: str):
         model, shape = models.get_model("resnet", width=16, outputs=10, depth=18), (32, 32, 3)
     _, params = model.init_fn(jax.random.PRNGKey(0), (-1, *shape))
     return model.apply_fn, params, shape
-
-
-def timed(fn, *args) -> float:
-    jax.block_until_ready(fn(*args))
-    runs = []
-    for _ in range(3):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
 
 
 def dense_gaussian(grads: list, dim: int, seed: int, chunk: int = 16384) -> jax.Array:
@@ -103,6 +94,20 @@ def features_fn(method: str, f, params, dim: int, grads_fn):
     return lambda xx, seed: two_sided(grads_fn(xx, params), params, dim, seed)
 
 
+def interleaved_seconds(programs: dict, rounds: int = 5) -> dict[str, float]:
+    """Median seconds of each program, timed in turn round after round (a shared machine's load
+    drifts: interleaving gives every program the same share of it)."""
+    for fn in programs.values():
+        jax.block_until_ready(fn())
+    times: dict[str, list[float]] = {name: [] for name in programs}
+    for _ in range(rounds):
+        for name, fn in programs.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def run(quick: bool) -> list[dict]:
     rows = []
     for name in ("fc", "resnet"):
@@ -110,43 +115,50 @@ def run(quick: bool) -> list[dict]:
         n, block = (24, 16) if quick else (48, 32)
         x = jax.random.normal(jax.random.PRNGKey(1), (n, *shape))
         xb = x[:block]
-        exact_fn = jax.jit(PNTK().kernel_fn(f).features_fn())
-        feats = exact_fn(x, params)
-        flat = np.concatenate([np.asarray(a, np.float64) for a in feats], axis=1)
+        grads_fn = jax.jit(PNTK().kernel_fn(f).features_fn())
+        flat = np.concatenate([np.asarray(a, np.float64) for a in grads_fn(x, params)], axis=1)
         exact = flat @ flat.T
         backward = jax.jit(lambda p, xx, f=f: jax.grad(lambda q: jnp.sum(f(q, xx)))(p))
-        backward_rate = block / timed(backward, params, xb)
-        grads_fn = jax.jit(PNTK().kernel_fn(f).features_fn())
-        grads_rate = block / timed(grads_fn, xb, params)
-        print(
-            f"{name}: P={sum(a.size for a in jax.tree_util.tree_leaves(params)):,}, batched backward "
-            f"{backward_rate:.1f} ex/s, per-example gradients {grads_rate:.1f} ex/s",
-            flush=True,
-        )
+        print(f"{name}: P={sum(a.size for a in jax.tree_util.tree_leaves(params)):,}", flush=True)
         for dim in (256, 1024, 4096) if quick else (256, 1024, 4096, 16384):
-            for method in ("countsketch", "tensorsketch", "dense-gaussian", "two-sided"):
-                if (method == "two-sided" and name != "fc") or (method == "dense-gaussian" and dim > 1024):
-                    continue  # the trap is shown on dense layers; S drawn whole each call takes minutes
-                phi = features_fn(method, f, params, dim, grads_fn)
-                jitted = jax.jit(phi, static_argnames="seed")
-                compiled = jitted.lower(xb, seed=0).compile()
-                rate = block / timed(functools.partial(jitted, seed=0), xb)
+            methods = [
+                m
+                for m in ("countsketch", "tensorsketch", "dense-gaussian", "two-sided")
+                # The trap is shown on dense layers; drawing S whole each call takes minutes beyond.
+                if not ((m == "two-sided" and name != "fc") or (m == "dense-gaussian" and dim > 1024))
+            ]
+            jitted = {
+                m: jax.jit(features_fn(m, f, params, dim, grads_fn), static_argnames="seed") for m in methods
+            }
+            compiled = {m: jitted[m].lower(xb, seed=0).compile() for m in methods}
+            programs = {m: functools.partial(jitted[m], xb, seed=0) for m in methods}
+            programs["backward"] = functools.partial(backward, params, xb)
+            programs["per-example gradients"] = functools.partial(grads_fn, xb, params)
+            seconds = interleaved_seconds(programs)
+            backward_rate = block / seconds["backward"]
+            print(
+                f"  k={dim}: batched backward {backward_rate:.1f} ex/s, per-example gradients "
+                f"{block / seconds['per-example gradients']:.1f} ex/s",
+                flush=True,
+            )
+            for method in methods:
                 errors = []
                 for seed in range(3):
                     p = np.concatenate(
                         [
-                            np.asarray(jitted(x[i : i + block], seed=seed), np.float64)
+                            np.asarray(jitted[method](x[i : i + block], seed=seed), np.float64)
                             for i in range(0, n, block)
                         ]
                     )[:n, 0]
                     errors.append(np.linalg.norm(p @ p.T - exact) / np.linalg.norm(exact))
+                rate = block / seconds[method]
                 row = dict(
                     network=name,
                     k=dim,
                     method=method,
                     examples_per_s=rate,
                     fraction_of_backward=rate / backward_rate,
-                    peak_mib=measure.peak_bytes(compiled) / 2**20,
+                    peak_mib=measure.peak_bytes(compiled[method]) / 2**20,
                     relative_error=float(np.mean(errors)),
                 )
                 rows.append(row)
