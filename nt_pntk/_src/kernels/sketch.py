@@ -253,14 +253,18 @@ def _mix(x: jax.Array) -> jax.Array:
     return x ^ (x >> 16)
 
 
-def hashes(seed: Any, sizes: list[int], dim: int, dtype: Any) -> list[tuple[jax.Array, jax.Array]]:
+def hashes(
+    seed: Any, sizes: list[int], dim: int, dtype: Any, injective: list[bool] | None = None
+) -> list[tuple[jax.Array, jax.Array]]:
     """The buckets (ints in [0, dim)) and signs (±1 in `dtype`) of one CountSketch per entry of `sizes`.
 
     Entry i of the concatenated sizes gets bucket ``mix(i·c1 + s1) mod dim`` and the sign of bit 31
     of ``mix(i·c2 + s2)``, with s1, s2 mixed from `seed` (MurmurHash3's finalizer, uint32): a few
     integer operations per entry, where a counter-based generator (threefry) took longer than the
     sketch itself on a 12.5 M-parameter ResNet; the same on every device, backend and PRNG setting.
-    (Indices wrap at 2**32 entries, beyond any network this runs.)
+    (Indices wrap at 2**32 entries, beyond any network this runs.) A segment marked `injective`
+    (at most `dim` long) gets distinct buckets instead, ``(j + offset) mod dim`` with a mixed offset:
+    its entries never collide with each other (the signs keep every sketch unbiased).
     """
     seed = jnp.asarray(seed, jnp.uint32)
     s1 = _mix(seed ^ jnp.uint32(0x9E3779B9))
@@ -271,8 +275,12 @@ def hashes(seed: Any, sizes: list[int], dim: int, dtype: Any) -> list[tuple[jax.
     bits = _mix(index * jnp.uint32(0x85EBCA77) + s2) >> 31
     signs = (1 - 2 * bits.astype(jnp.int32)).astype(dtype)
     out, start = [], 0
-    for size in sizes:
-        out.append((buckets[start : start + size], signs[start : start + size]))
+    for size, distinct in zip(sizes, injective or [False] * len(sizes), strict=True):
+        segment = buckets[start : start + size]
+        if distinct:
+            offset = _mix(jnp.uint32(start) * jnp.uint32(0xC2B2AE3D) + s1) % jnp.uint32(dim)
+            segment = ((jax.lax.iota(jnp.uint32, size) + offset) % jnp.uint32(dim)).astype(jnp.int32)
+        out.append((segment, signs[start : start + size]))
         start += size
     return out
 
@@ -290,7 +298,8 @@ def sketch_rows(entries: list, params: PyTree, dim: int, seed: Any) -> jax.Array
     parameter leaf: ``(B, R·size)`` rows, or a dense factor pair ``(A, D)``); `seed` may be traced.
 
     The hashes are laid out in the order of the differentiable leaves of `params`: a factored
-    leaf takes d_in + d_out of them (its TensorSketch), any other leaf its size.
+    leaf takes d_in + d_out of them (its TensorSketch), any other leaf its size; an array or the
+    shorter factor of at most `dim` entries gets distinct buckets (`hashes`).
     """
     leaves, _ = features.differentiable(params)
     if len(entries) != len(leaves):
@@ -298,11 +307,21 @@ def sketch_rows(entries: list, params: PyTree, dim: int, seed: Any) -> jax.Array
     dtype = jnp.result_type(*[e[1] if isinstance(e, tuple) else e for e in entries])
     # FFTs run in float32 at least (none in bfloat16 or float16); the result comes back in `dtype`.
     wide = jnp.promote_types(dtype, jnp.float32)
-    sizes = []
+    sizes, injective = [], []
     for entry, leaf in zip(entries, leaves, strict=True):
         size = math.prod(jnp.shape(leaf))
-        sizes += [entry[0].shape[1], size // entry[0].shape[1]] if isinstance(entry, tuple) else [size]
-    drawn = iter(hashes(seed, sizes, dim, wide))
+        if isinstance(entry, tuple):
+            d_in, d_out = entry[0].shape[1], size // entry[0].shape[1]
+            # The shorter factor's entries in distinct buckets (never both: two shifts would make
+            # h1(i) + h2(j) collide along whole anti-diagonals). A readout's cotangent is the same
+            # for every input (1/√O each): a collision among its O entries would bias every
+            # kernel entry alike, and with seed 0 at k = 4,096 one did (3-4 times the FC's error).
+            sizes += [d_in, d_out]
+            injective += [d_in <= d_out and d_in <= dim, d_out < d_in and d_out <= dim]
+        else:
+            sizes.append(size)
+            injective.append(size <= dim)
+    drawn = iter(hashes(seed, sizes, dim, wide, injective))
     total, spectrum = None, None
     for entry, leaf in zip(entries, leaves, strict=True):
         size = math.prod(jnp.shape(leaf))
