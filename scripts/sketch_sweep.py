@@ -35,6 +35,7 @@ import argparse
 import csv
 import hashlib
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -387,9 +388,7 @@ def table(cells: list[dict], refs: dict, slope_rows: list[dict], lines: list[str
         "the mean diagonal), centred one-hot targets. *Kernel error*: ‖K̂ − K‖_F / ‖K‖_F on the training "
         "inputs; *prediction gap*: ‖f_K̂ − f_K‖_F / ‖f_K‖_F on the test inputs; mean over the seeds "
         "(min–max). The last two columns are the pNTK's own error and prediction gap against the eNTK "
-        "(Θ, NO×NO) of the same network. `python scripts/sketch_sweep.py"
-        + (" --quick" if args.quick else "")
-        + "` reproduces it.",
+        f"(Θ, NO×NO) of the same network. `{args.command}` reproduces it.",
         "",
         "| network | method | k | kernel error | prediction gap | accuracy: sketch (pNTK) | "
         "pNTK vs eNTK error | pNTK vs eNTK prediction gap |",
@@ -513,6 +512,9 @@ def write_summaries(args: argparse.Namespace) -> tuple[list[dict], list[str]]:
 def main(argv: list[str] | None = None) -> dict:
     """Runs the sweep; returns ``{"computed": cells and references measured now, "slopes", "verdicts"}``."""
     args = parse_args(argv)
+    args.command = shlex.join(
+        ["python", "scripts/sketch_sweep.py", *(sys.argv[1:] if argv is None else argv)]
+    )
     args.output.mkdir(parents=True, exist_ok=True)
     done = {identity(r, CELL_IDENTITY) for r in read_cells(args.output / "results.csv")}
     references = read_references(args.output / "reference.json")

@@ -119,8 +119,9 @@ def test_a_cell_equals_the_public_sketch_against_the_public_pntk(sweep):
     x_train, y_train, x_test, _ = data.digits_split(48, 24, seed=0)
     x = np.concatenate([x_train, x_test])
     _, params = model.init_fn(jax.random.PRNGKey(0), x.shape)
-    exact = np.asarray(PNTK().kernel_fn(model.apply_fn)(x, None, params), np.float64)
-    phi = np.asarray(Sketch(dim=256, seed=1).kernel_fn(model.apply_fn).sketch_fn()(x, params), np.float64)
+    exact = np.asarray(jax.jit(PNTK().kernel_fn(model.apply_fn))(x, None, params), np.float64)
+    phi = jax.jit(Sketch(dim=256, seed=1).kernel_fn(model.apply_fn).sketch_fn())(x, params)
+    phi = np.asarray(phi, np.float64)
     sketched = phi @ phi.T
     train, test = slice(0, 48), slice(48, None)
     error = np.linalg.norm(sketched[train, train] - exact[train, train]) / np.linalg.norm(exact[train, train])
