@@ -47,7 +47,7 @@ import numpy as np
 
 from nt_pntk import approximations, regression
 from nt_pntk._src.experiments.validation import fits, metrics
-from nt_pntk._src.kernels.sketch import sketch_rows
+from nt_pntk._src.kernels.sketch import SKETCH_VERSION, sketch_rows
 from nt_pntk.approximations import Sketch
 from nt_pntk.experiments import data, models
 
@@ -62,7 +62,9 @@ OUTPUTS = 10
 INIT_SEED = 0  # the network's parameters (one draw: the sweep varies the sketch's seed)
 #: What identifies a network's reference measurement, and (with method, k, seed) a cell.
 NETWORK_IDENTITY = ("network", "architecture", "width", "depth", "n_train", "n_test", "init_seed", "ridge")
-CELL_IDENTITY = (*NETWORK_IDENTITY, "method", "k", "seed")
+# `sketch`: the version of S's definition (`sketch.SKETCH_VERSION`): a cell measured under another
+# measured another sketch, and is measured again.
+CELL_IDENTITY = (*NETWORK_IDENTITY, "sketch", "method", "k", "seed")
 COLUMNS = (*CELL_IDENTITY, "parameters", "kernel_error", "prediction_gap", "accuracy", "seconds")
 FULL = {"n_train": 300, "n_test": 150, "dims": (256, 1024, 4096, 16384)}
 QUICK = {"n_train": 48, "n_test": 24, "dims": (256, 1024)}
@@ -105,7 +107,7 @@ def _normal(column: str, value) -> str:
 
 
 def identity(row: dict, columns: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(_normal(c, row[c]) for c in columns)
+    return tuple(_normal(c, row.get(c, "")) for c in columns)
 
 
 def network_identity(label: str, args: argparse.Namespace) -> dict:
@@ -220,7 +222,7 @@ def sweep_network(label: str, args: argparse.Namespace, done: set, references: l
     """Measures the missing cells of one network; returns how many it computed (the reference too)."""
     ident = network_identity(label, args)
     cells = [
-        {**ident, "method": method, "k": dim, "seed": seed}
+        {**ident, "sketch": SKETCH_VERSION, "method": method, "k": dim, "seed": seed}
         for method in args.methods
         for dim in args.dims
         for seed in range(args.seeds)
@@ -305,7 +307,10 @@ def sweep_network(label: str, args: argparse.Namespace, done: set, references: l
 def selected(rows: list[dict], references: list[dict], args: argparse.Namespace) -> tuple[list, dict]:
     """This run's cells (as floats where numeric) and its references by network label."""
     wanted = {
-        identity({**network_identity(label, args), "method": m, "k": k, "seed": s}, CELL_IDENTITY)
+        identity(
+            {**network_identity(label, args), "sketch": SKETCH_VERSION, "method": m, "k": k, "seed": s},
+            CELL_IDENTITY,
+        )
         for label in args.networks
         for m in args.methods
         for k in args.dims

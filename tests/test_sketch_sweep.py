@@ -30,6 +30,7 @@ COLUMNS = [
     "n_test",
     "init_seed",
     "ridge",
+    "sketch",
     "method",
     "k",
     "seed",
@@ -143,7 +144,7 @@ def test_resuming_computes_nothing_new_and_only_what_is_missing(sweep):
     # Cells are found by content: reordered rows are still finished, and two deleted ones are the
     # only ones measured again (the exact pNTK read back from the cache, the eNTK not recomputed).
     header, *lines = before.decode().splitlines(keepends=True)
-    kept = [line for line in lines if not line.startswith("cnn,cnn,32,3,48,24,0,0.001,countsketch,1024,")]
+    kept = [line for line in lines if not line.startswith("cnn,cnn,32,3,48,24,0,0.001,2,countsketch,1024,")]
     assert len(kept) == len(lines) - 3
     csv_path.write_text(header + "".join(reversed(kept)))
     assert module.main([*ARGS, "--output", str(out), "--no-plot"])["computed"] == 3

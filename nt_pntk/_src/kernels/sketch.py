@@ -60,6 +60,10 @@ PyTree = Any
 SketchMethod = Literal["countsketch", "tensorsketch"]
 SKETCH_METHODS: tuple[str, ...] = get_args(SketchMethod)
 
+#: The version of S's definition (its hashes): results measured under another are another sketch's.
+#: 2: distinct buckets for arrays and short factors of at most k entries.
+SKETCH_VERSION = 2
+
 #: The sketch dimension k when none is given: on the zoo's networks its relative error against the
 #: exact pNTK is below the pNTK's own error against the eNTK at their default widths (user guide).
 DEFAULT_DIM = 4096
