@@ -128,7 +128,7 @@ def test_check_refuses_a_baseline_of_other_versions(script, tmp_path, capsys):
     assert script.main(["check", "--baseline", str(tmp_path / "missing.json")]) == 2
     assert "no XLA baseline at" in capsys.readouterr().err
     assert script.main(["check", "--grid", "full", "--kernels", "ntk"]) == 2
-    assert "--kernels must be among ['entk', 'pntk', 'trace']; got 'ntk'" in capsys.readouterr().err
+    assert "--kernels must be among ['entk', 'pntk', 'sketch', 'trace']; got 'ntk'" in capsys.readouterr().err
 
 
 def test_gate_end_to_end_catches_a_20_percent_flop_growth(script, tmp_path, capsys):
