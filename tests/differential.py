@@ -321,27 +321,35 @@ def _jacobians_and_outputs(
     """Per-example Jacobians (N, O, P) and outputs (N, O) of x1 (`which`=1) or x2, in float64 (of the
     values of the `dtype` inputs); with `key` (a PRNG key's bits), of the inputs shifted by that
     key's noise (`rng_shift`)."""
-    net = network(architecture)
     x = inputs(architecture, size, dtype)[which - 1]
     if key is not None:
         x = x.astype(np.float64) + rng_shift(np.asarray(key, np.uint32), x.shape[1:])
     previous = jax.config.read("jax_enable_x64")
     jax.config.update("jax_enable_x64", True)
     try:
-        flat, unravel = ravel_pytree(_float64(net.params))
-
-        def output(theta: jax.Array, example: jax.Array) -> jax.Array:
-            return net.apply_fn(unravel(theta), example[None])[0]
-
-        x_64 = jnp.asarray(np.asarray(x, np.float64))
-        # One example at a time (lax.map, not vmap): XLA:CPU's batched float64 convolutions of a
-        # vmapped jacrev are ~100 times slower (minutes for the large CNN).
-        jac = jax.jit(lambda t, xs: jax.lax.map(lambda e: jax.jacrev(output)(t, e), xs))(flat, x_64)
-        out = jax.vmap(output, in_axes=(None, 0))(flat, x_64)
-        assert jac.dtype == jnp.float64
-        return np.asarray(jac), np.asarray(out)
+        flat, per_example = _per_example_program(architecture)
+        results = [per_example(flat, example) for example in np.asarray(x, np.float64)]
+        jac = np.stack([np.asarray(j) for j, _ in results])
+        out = np.stack([np.asarray(o) for _, o in results])
+        assert jac.dtype == np.float64
+        return jac, out
     finally:
         jax.config.update("jax_enable_x64", previous)
+
+
+@functools.cache
+def _per_example_program(architecture: str) -> tuple[jax.Array, Callable]:
+    """The float64 parameters θ (flat) and the compiled ``(θ, example) -> (∂f/∂θ (O, P), f (O,))`` of
+    one example, in float64 (call under jax_enable_x64). One example at a time: XLA:CPU's batched
+    float64 convolutions of a vmapped jacrev are ~100 times slower (minutes for the large CNN). One
+    program per architecture: every size, input dtype and rng shift of the reference calls it."""
+    net = network(architecture)
+    flat, unravel = ravel_pytree(_float64(net.params))
+
+    def output(theta: jax.Array, example: jax.Array) -> jax.Array:
+        return net.apply_fn(unravel(theta), example[None])[0]
+
+    return flat, jax.jit(lambda theta, example: (jax.jacrev(output)(theta, example), output(theta, example)))
 
 
 def reference_kernel(
