@@ -11,7 +11,7 @@ from nt_pntk.experiments import data, models
 
 # A ResNet on the digits (for CIFAR-sized inputs and a wider ResNet, only the shapes change).
 model = models.get_model("resnet", width=8, outputs=10, depth=10)
-x_train, y_train, x_test, y_test = data.digits_split(600, 300)
+x_train, y_train, x_test, y_test = data.digits_split(300, 150)
 _, params = model.init_fn(jax.random.PRNGKey(0), x_train.shape)
 
 # Each input's pNTK gradient sketched to k = 2,048 numbers: Φ Φᵀ estimates the pNTK without bias.
