@@ -56,8 +56,9 @@ class DenseUse:
     d_out: int
 
 
-def dense_uses(jaxpr: Any, param_count: int) -> dict[int, DenseUse]:
-    """The parameter leaves (indices into the first `param_count` inputs) that enter as a dense product."""
+def single_uses(jaxpr: Any, param_count: int) -> dict[int, tuple[Any, int, int]]:
+    """The parameter leaves (indices into the first `param_count` inputs) used exactly once, by an
+    equation (not returned as an output): index -> (the variable, the equation, the operand)."""
     params = jaxpr.invars[:param_count]
     uses: dict[Any, list[tuple[int, int]]] = {v: [] for v in params}
     for k, eqn in enumerate(jaxpr.eqns):
@@ -67,11 +68,15 @@ def dense_uses(jaxpr: Any, param_count: int) -> dict[int, DenseUse]:
     for v in jaxpr.outvars:  # a parameter returned as an output is used there too
         if not isinstance(v, jex_core.Literal) and v in uses:
             uses[v].append((-1, -1))
+    return {
+        index: (v, *uses[v][0]) for index, v in enumerate(params) if len(uses[v]) == 1 and uses[v][0][0] >= 0
+    }
+
+
+def dense_uses(jaxpr: Any, param_count: int) -> dict[int, DenseUse]:
+    """The parameter leaves (indices into the first `param_count` inputs) that enter as a dense product."""
     found = {}
-    for index, v in enumerate(params):
-        if len(uses[v]) != 1 or uses[v][0][0] < 0:
-            continue
-        k, position = uses[v][0]
+    for index, (v, k, position) in single_uses(jaxpr, param_count).items():
         eqn = jaxpr.eqns[k]
         if eqn.primitive.name != "dot_general" or position not in (0, 1):
             continue
@@ -91,21 +96,9 @@ def dense_uses(jaxpr: Any, param_count: int) -> dict[int, DenseUse]:
 def conv_uses(jaxpr: Any, param_count: int, batch: int = 1) -> dict[int, DenseUse]:
     """The parameter leaves that enter once, as the kernel (rhs) of a plain convolution of an input of
     `batch` examples (no feature or batch groups, no input dilation): their per-example gradient is
-    the product of the input's patches and the output's cotangents (`conv_gradient`)."""
-    params = jaxpr.invars[:param_count]
-    uses: dict[Any, list[tuple[int, int]]] = {v: [] for v in params}
-    for k, eqn in enumerate(jaxpr.eqns):
-        for position, v in enumerate(eqn.invars):
-            if not isinstance(v, jex_core.Literal) and v in uses:
-                uses[v].append((k, position))
-    for v in jaxpr.outvars:
-        if not isinstance(v, jex_core.Literal) and v in uses:
-            uses[v].append((-1, -1))
+    formed from the input and the output's cotangents (`conv_gradient`)."""
     found = {}
-    for index, v in enumerate(params):
-        if len(uses[v]) != 1 or uses[v][0] == (-1, -1):
-            continue
-        k, position = uses[v][0]
+    for index, (v, k, position) in single_uses(jaxpr, param_count).items():
         eqn = jaxpr.eqns[k]
         if eqn.primitive.name != "conv_general_dilated" or position != 1:
             continue
