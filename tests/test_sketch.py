@@ -25,6 +25,8 @@ import nt_pntk
 # isort: split
 import neural_tangents as nt
 
+from nt_pntk._src.kernels import sketch as sketch_module
+from nt_pntk._src.kernels.structured import ConvFactors
 from nt_pntk.approximations import PNTK, Sketch, Trace
 from nt_pntk.experiments import models
 from nt_pntk.tiled import kernel_matrix
@@ -110,6 +112,49 @@ def test_unbiased_mean_over_seeds_converges_as_one_over_sqrt_seeds(method, base)
     assert _relative(kernels.mean(axis=0), exact) < one / 10, (one, errors)
 
 
+@pytest.fixture
+def factored_convs(monkeypatch):
+    """Every convolution kernel TensorSketched from its factors (by default only those large
+    against positions × k are: none of these small networks' at small k)."""
+    monkeypatch.setattr(sketch_module, "CONV_FACTOR_MIN", 0)
+
+
+def _factored_leaves(rows: list) -> int:
+    return sum(isinstance(entry, ConvFactors) for entry in rows)
+
+
+@pytest.mark.usefixtures("float64", "factored_convs")
+@pytest.mark.parametrize("base", [PNTK(), Trace()], ids=["pntk", "trace"])
+def test_factored_convolutions_are_unbiased(base):
+    f, params, x = _network("cnn")
+    sketch = Sketch(base=base, dim=64, method="tensorsketch")
+    rows = _base_rows(f, params, x, sketch)
+    assert _factored_leaves(rows) == 2  # both convolutions of the zoo's CNN
+    exact = _exact(f, params, x, base)
+    kernels = _sketched_kernels(f, params, x, sketch, np.arange(1024), rows)
+    counts = (4, 16, 64, 256)
+    errors = [_relative(kernels.reshape(-1, s, *exact.shape).mean(axis=1), exact).mean() for s in counts]
+    assert -0.62 <= _slope(counts, errors) <= -0.38, errors
+    one = _relative(kernels, exact).mean()
+    assert _relative(kernels.mean(axis=0), exact) < one / 10, (one, errors)
+
+
+@pytest.mark.usefixtures("float64", "factored_convs")
+@pytest.mark.parametrize("network", ["cnn", "resnet"])
+def test_factored_convolutions_error_falls_as_one_over_sqrt_k(network):
+    f, params, x = _network(network)
+    exact = _exact(f, params, x, PNTK())
+    rows = _base_rows(f, params, x, Sketch(method="tensorsketch"))
+    assert _factored_leaves(rows) >= 2
+    dims = (64, 256, 1024, 4096)
+    errors = [
+        _relative(_sketched_kernels(f, params, x, Sketch(dim=k), np.arange(16), rows), exact).mean()
+        for k in dims
+    ]
+    assert -0.68 <= _slope(dims, errors) <= -0.36, errors
+    assert errors[-1] < 0.1, errors
+
+
 @pytest.mark.usefixtures("float64")
 @pytest.mark.parametrize("network", ["fc", "cnn", "resnet", "flax"])
 def test_error_falls_as_one_over_sqrt_k(network):
@@ -129,8 +174,11 @@ def test_error_falls_as_one_over_sqrt_k(network):
         assert errors[-1] < 0.1, (method, errors)
 
 
-def test_public_routes_share_one_sketch(tmp_path):
+@pytest.mark.parametrize("factored", [False, True], ids=["conv-gradients", "conv-factors"])
+def test_public_routes_share_one_sketch(tmp_path, monkeypatch, factored):
     """Every route gives the one kernel of seed s (float32), and it is the exact pNTK within k^-1/2."""
+    if factored:
+        monkeypatch.setattr(sketch_module, "CONV_FACTOR_MIN", 0)
     f, params, x = _network("cnn")
     sketch = Sketch(dim=4096, seed=7)
     fn = sketch.kernel_fn(f, vmap_axes=0)
@@ -138,6 +186,7 @@ def test_public_routes_share_one_sketch(tmp_path):
     from nt_pntk._src.kernels.sketch import sketch_rows
 
     rows = fn._rows_fn()(x, params)
+    assert _factored_leaves(rows) == (2 if factored else 0)
     phi = np.asarray(sketch_rows(rows, params, 4096, 7), np.float64)[:, 0]
     scale = np.abs(k).max()
     routes = {

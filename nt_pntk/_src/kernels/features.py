@@ -76,6 +76,7 @@ def gram_features_fn(
     *,
     structured: bool = False,
     conv: bool = False,
+    factor_conv: Callable[[int, int, int], bool] | None = None,
 ) -> Callable[..., list]:
     """``features(x, params, **apply_fn_kwargs)``: the per-example Gram features of g's traced NTK.
 
@@ -95,6 +96,8 @@ def gram_features_fn(
         `nt_pntk._src.kernels.structured`) instead of their Jacobian rows.
       conv: with ``structured``, convolution kernels' rows formed from their input
         patches and output cotangents (entries permuted alike for every example).
+      factor_conv: with ``conv``, ``factor_conv(positions, d_in, d_out)`` picks the
+        convolutions that come as their factors (`structured.ConvFactors`), for a sketch.
 
     Returns:
       ``features(x, params, **apply_fn_kwargs)`` returning one entry per floating parameter
@@ -130,7 +133,9 @@ def gram_features_fn(
         if structured:
             from nt_pntk._src.kernels.structured import structured_features
 
-            return structured_features(h, leaves, x, apply_fn_kwargs, count, gx.dtype, conv=conv)
+            return structured_features(
+                h, leaves, x, apply_fn_kwargs, count, gx.dtype, conv=conv, factor_conv=factor_conv
+            )
         scale = jnp.asarray(1.0 / math.sqrt(count), gx.dtype)
 
         def one_example(x_i: PyTree) -> list[jax.Array]:

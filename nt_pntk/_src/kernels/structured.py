@@ -29,7 +29,7 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -111,9 +111,44 @@ def conv_uses(jaxpr: Any, param_count: int, batch: int = 1) -> dict[int, DenseUs
             or lhs[p["dimension_numbers"].lhs_spec[0]] != batch
         ):
             continue
-        size = math.prod(v.aval.shape)
-        found[index] = DenseUse(k, 1, size, size)  # d_in, d_out unused: the gradient is formed whole
+        c_out = v.aval.shape[p["dimension_numbers"].rhs_spec[0]]
+        found[index] = DenseUse(k, 1, math.prod(v.aval.shape) // c_out, c_out)  # d_in: offsets · c_in
     return found
+
+
+class ConvFactors(NamedTuple):
+    """A convolution kernel's per-example gradient as factors: ``Σ_p a[p] ⊗ d[r, p]`` over the
+    output positions p, with ``a`` ``(..., P, d_in)`` the input patches (kernel offset-major, then
+    input channel) and ``d`` ``(..., R, P, d_out)`` the output's cotangents, one per Jacobian row r."""
+
+    patches: jax.Array
+    cotangents: jax.Array
+
+
+def _windows(eqn_params: dict, kernel_shape: tuple[int, ...], lhs: jax.Array, cotangent: jax.Array):
+    """The input window of each kernel offset, ``(batch, *out_spatial, c_in)`` each, and the
+    cotangent as ``(R, batch, *out_spatial, c_out)``: strided, dilated and padded as the convolution's."""
+    numbers = eqn_params["dimension_numbers"]
+    spatial = [kernel_shape[d] for d in numbers.rhs_spec[2:]]
+    strides, dilation = eqn_params["window_strides"], eqn_params["rhs_dilation"]
+    # Inputs and cotangents as (batch, *spatial, channels).
+    x = jnp.transpose(lhs, [numbers.lhs_spec[0], *numbers.lhs_spec[2:], numbers.lhs_spec[1]])
+    x = jax.lax.pad(
+        x, jnp.zeros((), x.dtype), [(0, 0, 0), *[(lo, hi, 0) for lo, hi in eqn_params["padding"]], (0, 0, 0)]
+    )
+    out_order = [numbers.out_spec[0], *numbers.out_spec[2:], numbers.out_spec[1]]
+    d = jnp.transpose(cotangent, [0, *(1 + a for a in out_order)])  # (R, batch, *out_spatial, c_out)
+    out_spatial = d.shape[2:-1]
+    windows = []
+    for offset in itertools.product(*[range(k) for k in spatial]):
+        starts = [0, *(o * r for o, r in zip(offset, dilation, strict=True)), 0]
+        limits = [
+            x.shape[0],
+            *(s0 + st * (n - 1) + 1 for s0, st, n in zip(starts[1:-1], strides, out_spatial, strict=True)),
+            x.shape[-1],
+        ]
+        windows.append(jax.lax.slice(x, starts, limits, [1, *strides, 1]))
+    return windows, d
 
 
 def conv_gradient(eqn_params: dict, kernel_shape: tuple[int, ...], lhs: jax.Array, cotangent: jax.Array):
@@ -126,28 +161,27 @@ def conv_gradient(eqn_params: dict, kernel_shape: tuple[int, ...], lhs: jax.Arra
     Entries come offset-major, then input and output channel: a fixed permutation of the kernel's,
     which leaves every Gram product and sketch of them unchanged in distribution.
     """
-    numbers = eqn_params["dimension_numbers"]
-    spatial = [kernel_shape[d] for d in numbers.rhs_spec[2:]]
-    strides, dilation = eqn_params["window_strides"], eqn_params["rhs_dilation"]
-    # Inputs and cotangents as (batch, *spatial, channels).
-    x = jnp.transpose(lhs, [numbers.lhs_spec[0], *numbers.lhs_spec[2:], numbers.lhs_spec[1]])
-    x = jax.lax.pad(
-        x, jnp.zeros((), x.dtype), [(0, 0, 0), *[(lo, hi, 0) for lo, hi in eqn_params["padding"]], (0, 0, 0)]
-    )
-    out_order = [numbers.out_spec[0], *numbers.out_spec[2:], numbers.out_spec[1]]
-    d = jnp.transpose(cotangent, [0, *(1 + a for a in out_order)])  # (R, batch, *out_spatial, c_out)
-    out_spatial = d.shape[2:-1]
-    grads = []
-    for offset in itertools.product(*[range(k) for k in spatial]):
-        starts = [0, *(o * r for o, r in zip(offset, dilation, strict=True)), 0]
-        limits = [
-            x.shape[0],
-            *(s0 + st * (n - 1) + 1 for s0, st, n in zip(starts[1:-1], strides, out_spatial, strict=True)),
-            x.shape[-1],
-        ]
-        window = jax.lax.slice(x, starts, limits, [1, *strides, 1])
-        grads.append(jnp.einsum("b...i,rb...o->rio", window, d, precision=jax.lax.Precision.HIGHEST))
+    windows, d = _windows(eqn_params, kernel_shape, lhs, cotangent)
+    grads = [jnp.einsum("b...i,rb...o->rio", w, d, precision=jax.lax.Precision.HIGHEST) for w in windows]
     return jnp.stack(grads, axis=1).reshape(cotangent.shape[0], -1)
+
+
+def conv_factors(
+    eqn_params: dict, kernel_shape: tuple[int, ...], lhs: jax.Array, cotangent: jax.Array
+) -> ConvFactors:
+    """The factors of `conv_gradient` before their sum over output positions: for one example
+    (``batch`` 1), ``conv_gradient(...)[r] == Σ_p patches[p] ⊗ cotangents[r, p]`` (flattened)."""
+    windows, d = _windows(eqn_params, kernel_shape, lhs, cotangent)
+    patches = jnp.stack(windows, axis=-2)  # (batch, *out_spatial, offsets, c_in)
+    positions = math.prod(patches.shape[:-2])
+    return ConvFactors(patches.reshape(positions, -1), d.reshape(cotangent.shape[0], positions, d.shape[-1]))
+
+
+def conv_positions(eqn: Any) -> int:
+    """The number of output positions of one example's convolution (its output's size / c_out)."""
+    out = eqn.outvars[0].aval.shape
+    numbers = eqn.params["dimension_numbers"]
+    return math.prod(out) // (out[numbers.out_spec[0]] * out[numbers.out_spec[1]])
 
 
 def interpret(closed: Any, uses: dict[int, DenseUse], leaves: list, x: Any, shifts: dict[int, jax.Array]):
@@ -188,12 +222,6 @@ def interpret(closed: Any, uses: dict[int, DenseUse], leaves: list, x: Any, shif
     return [read(v) for v in jaxpr.outvars], activations
 
 
-def _conv_rows(closed: Any, use: DenseUse, leaf: Any, lhs: jax.Array, cotangents: jax.Array) -> jax.Array:
-    """A convolution leaf's Jacobian rows, flattened: (count·size,), from its input and cotangents."""
-    eqn = closed.jaxpr.eqns[use.equation]
-    return conv_gradient(eqn.params, tuple(jnp.shape(leaf)), lhs, cotangents).reshape(-1)
-
-
 def structured_features(
     g: Callable,
     params: PyTree,
@@ -203,6 +231,7 @@ def structured_features(
     dtype: Any,
     *,
     conv: bool = False,
+    factor_conv: Callable[[int, int, int], bool] | None = None,
 ) -> list:
     """The per-example Gram features of g's traced NTK (all `count` outputs traced) for the batch `x`.
 
@@ -213,7 +242,9 @@ def structured_features(
     convolution kernel's rows are formed from its input patches and output cotangents
     (`conv_gradient`, one batched product per layer, far faster than differentiating each
     example's convolution), in the patches' order of entries: a permutation of the kernel's,
-    the same for every example, so every Gram product of the rows is unchanged.
+    the same for every example, so every Gram product of the rows is unchanged. A convolution
+    for which ``factor_conv(positions, d_in, d_out)`` holds comes as its `ConvFactors` instead
+    (for a sketch, which never needs the gradient itself).
     """
     leaves, treedef = jax.tree_util.tree_flatten(params)
     x_leaves, x_treedef = jax.tree_util.tree_flatten(x)
@@ -232,10 +263,22 @@ def structured_features(
     }
     factored = dict(uses)
     convs = conv_uses(closed.jaxpr, len(leaves)) if conv else {}
+    factored_convs = {
+        i
+        for i, use in convs.items()
+        if factor_conv is not None
+        and factor_conv(conv_positions(closed.jaxpr.eqns[use.equation]), use.d_in, use.d_out)
+    }
     uses = {**uses, **convs}
     rest = [i for i in range(len(leaves)) if i not in uses]
     scale = jnp.asarray(1.0 / math.sqrt(count), dtype)
     out_shapes = {i: closed.jaxpr.eqns[use.equation].outvars[0].aval for i, use in uses.items()}
+
+    def conv_entry(i: int, lhs: jax.Array, cotangents: jax.Array) -> jax.Array | ConvFactors:
+        eqn = closed.jaxpr.eqns[convs[i].equation]
+        if i in factored_convs:
+            return conv_factors(eqn.params, tuple(jnp.shape(leaves[i])), lhs, cotangents)
+        return conv_gradient(eqn.params, tuple(jnp.shape(leaves[i])), lhs, cotangents).reshape(-1)
 
     def one_example(x_one: list) -> list:
         shifts = {i: jnp.zeros(aval.shape, aval.dtype) for i, aval in out_shapes.items()}
@@ -260,7 +303,7 @@ def structured_features(
             rows = {i: d.reshape(-1) for i, d in zip(rest, d_rest, strict=True)}
             cotangents = {i: d.reshape(-1) for i, d in d_shift.items() if i in factored}
             for i in convs:
-                rows[i] = _conv_rows(closed, convs[i], leaves[i], activations[i], d_shift[i][None])
+                rows[i] = conv_entry(i, activations[i], d_shift[i][None])
         else:
             _, pullback, activations = jax.vjp(outputs, shifts, rest_leaves, has_aux=True)
             d_shift, d_rest = jax.vmap(pullback)(jnp.eye(count, dtype=dtype))
@@ -269,8 +312,12 @@ def structured_features(
                 i: d.reshape(-1) * scale.astype(d.dtype) for i, d in d_shift.items() if i in factored
             }
             for i in convs:
-                grads = _conv_rows(closed, convs[i], leaves[i], activations[i], d_shift[i])
-                rows[i] = grads * scale.astype(grads.dtype)
+                entry = conv_entry(i, activations[i], d_shift[i])
+                if isinstance(entry, ConvFactors):  # the cotangents carry the 1/√count
+                    d = entry.cotangents
+                    rows[i] = entry._replace(cotangents=d * scale.astype(d.dtype))
+                else:
+                    rows[i] = entry * scale.astype(entry.dtype)
         return [
             (activations[i].reshape(-1), cotangents[i]) if i in factored else rows[i]
             for i in range(len(leaves))
