@@ -3,7 +3,8 @@
     python scripts/sketch_sweep.py [--quick] [--output DIR]
 
 On the digits (scikit-learn's 8×8 handwritten digits: real data, offline), for the zoo's FC (width
-256), CNN (width 32) and ResNet-10 (width 16) at initialization, and for every sketch dimension k,
+256), CNN (width 32), ResNet-10 (width 16) and ResNet-18 (width 8) at initialization, and for every
+sketch dimension k,
 seed and method of `nt_pntk.approximations.Sketch`:
 
 * ``kernel_error``: ‖K̂ − K‖_F / ‖K‖_F, the sketched pNTK K̂ = ΦΦᵀ against the exact pNTK K on the
@@ -56,6 +57,7 @@ NETWORKS = {
     "fc": {"architecture": "fc", "width": 256, "depth": 3},
     "cnn": {"architecture": "cnn", "width": 32, "depth": 3},
     "resnet10": {"architecture": "resnet", "width": 16, "depth": 10},
+    "resnet18": {"architecture": "resnet", "width": 8, "depth": 18},
 }
 METHODS = ("tensorsketch", "countsketch")
 OUTPUTS = 10

@@ -216,6 +216,83 @@ def test_x2_kernel_is_the_cross_gram_of_the_features():
     assert _relative(np.asarray(fn(x, x2, params), np.float64), exact) < 0.25
 
 
+def _countsketch_of_reference(f, params, x, dim, seed, **kwargs) -> np.ndarray:
+    """The countsketch method's features from float64 per-example gradients of Σ_o f_o / √O (taken
+    here with `jax.grad`, one example at a time), hashed by the sketch's own `sketch_rows`."""
+    from nt_pntk._src.kernels.sketch import sketch_rows
+
+    previous = jax.config.read("jax_enable_x64")
+    jax.config.update("jax_enable_x64", True)
+    try:
+        p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+
+        def g(p, example):
+            out = f(p, example[None], **kwargs)
+            return jnp.sum(out) / np.sqrt(out.size)
+
+        grads = [jax.grad(g)(p64, jnp.asarray(np.asarray(e, np.float64))) for e in x]
+        entries = [
+            jnp.stack([leaf.reshape(-1) for leaf in leaves])
+            for leaves in zip(*[jax.tree_util.tree_leaves(gr) for gr in grads], strict=True)
+        ]
+        return np.asarray(sketch_rows(entries, p64, dim, seed), np.float64)[:, 0]
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int32", "float16", "bfloat16"])
+def test_input_dtypes(dtype):
+    """Pixel-valued inputs of each dtype (the FC: stax's convolutions take float32 inputs only):
+    countsketch features equal the sketch of the float64 gradients (the same S), tensorsketch's
+    kernel (dense layers factored, their activations in the product's dtype) is the exact pNTK's
+    within its k^-1/2 error."""
+    f, params, _ = _network("fc")
+    x = np.random.default_rng(2).integers(0, 4, (5, 8, 8, 1)).astype(jnp.dtype(dtype))
+    phi = np.asarray(Sketch(dim=1024, seed=5, method="countsketch").kernel_fn(f).sketch_fn()(x, params))
+    expected = _countsketch_of_reference(f, params, x, 1024, 5)
+    np.testing.assert_allclose(phi, expected, atol=2e-5 * np.abs(expected).max())
+    exact = _exact(f, params, np.asarray(x, np.float64), PNTK())
+    k = np.asarray(Sketch(dim=16384, seed=5).kernel_fn(f)(x, None, params), np.float64)
+    assert _relative(k, exact) < 0.06
+
+
+def _noisy(p, x, rng):
+    """A keyword argument that changes the output: noise of one key, shared by the batch."""
+    h = jnp.tanh(
+        x.reshape(x.shape[0], -1) @ p["W"] + jax.random.normal(rng, (16,), jnp.float32).astype(x.dtype)[None]
+    )
+    return h @ p["V"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("with_x2", [False, True], ids=["x2=None", "x2"])
+def test_rng_keyword_argument(method, with_x2):
+    """``rng`` reaches the network as NT passes it (x2: ``fold_in(rng, 1)``) on the call and jit
+    routes. With k = 2^16 ≫ P = 112 the countsketch is the exact Gram (each array's entries get
+    distinct buckets) and the tensorsketch nearly so."""
+    rng = np.random.default_rng(0)
+    params = {"W": rng.standard_normal((4, 16)) / 2, "V": rng.standard_normal((16, 3))}
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
+    x1 = rng.standard_normal((6, 4)).astype(np.float32)
+    x2 = rng.standard_normal((3, 4)).astype(np.float32) if with_x2 else None
+    key, dim = jax.random.PRNGKey(3), 2**16
+    fn = Sketch(dim=dim, seed=1, method=method).kernel_fn(_noisy)
+    k = np.asarray(fn(x1, x2, params, rng=key), np.float64)
+    np.testing.assert_allclose(np.asarray(jax.jit(fn)(x1, x2, params, rng=key)), k, rtol=1e-5, atol=1e-6)
+
+    def reference(key2):
+        phi1 = _countsketch_of_reference(_noisy, params, x1, dim, 1, rng=key)
+        phi2 = phi1 if x2 is None else _countsketch_of_reference(_noisy, params, x2, dim, 1, rng=key2)
+        return phi1 @ phi2.T
+
+    exact = reference(jax.random.fold_in(key, 1))
+    if method == "countsketch":  # the same S: the same numbers
+        np.testing.assert_allclose(k, exact, atol=2e-5 * np.abs(exact).max())
+    assert _relative(k, exact) < 0.05
+    if x2 is not None:  # x2 with x1's key (the mistake the feature routes once made) is far off
+        assert _relative(k, reference(key)) > 0.2
+
+
 def test_trace_base_has_one_row_per_output():
     f, params, x = _network("fc")
     fn = Sketch(base=Trace(), dim=128).kernel_fn(f)
