@@ -19,7 +19,7 @@ from nt_pntk.approximations import Sketch, Trace
 from nt_pntk.experiments import models
 from nt_pntk.tiled import NonFiniteKernelError, feature_matrix
 
-BUDGET = "3MiB"  # blocks of a few rows: several blocks and a padded last one
+BUDGET = "1MiB"  # blocks of 16 rows (XLA's peak): three blocks, the last one padded
 
 
 @pytest.fixture(scope="module")
