@@ -23,6 +23,7 @@ import argparse
 import csv
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -103,15 +104,19 @@ QUICK = Settings(
 
 
 def family(quick: bool) -> list[Network]:
+    """3 depths × 2 widths × 4 activations × skip or not: 48 networks, ordered so that the first 24
+    (``--networks 24``) hold every (depth, activation, skip) once, at a width that alternates."""
     if quick:
         return [Network(d, 16, a, False) for d in (1, 2) for a in ("relu", "tanh")]
-    return [
-        Network(depth, width, activation, skip)
-        for depth in (2, 5, 10)
-        for width in (32, 128)
-        for activation in ACTIVATIONS
-        for skip in (False, True)
+    grid = [
+        (sum(indices) % 2, Network(depth, width, activation, skip))
+        for indices, (depth, width, activation, skip) in zip(
+            itertools.product(range(3), range(2), range(4), range(2)),
+            itertools.product((2, 5, 10), (32, 128), ACTIVATIONS, (False, True)),
+            strict=True,
+        )
     ]
+    return [network for half, network in grid if half == 0] + [network for half, network in grid if half == 1]
 
 
 # --- Cells on disk --------------------------------------------------------------------------------
@@ -201,13 +206,13 @@ def _finite_or_none(value: float) -> float | None:
 # --- The run --------------------------------------------------------------------------------------
 
 
-def run(output: Path, quick: bool, seeds: int, train_seeds: int) -> None:
+def run(output: Path, quick: bool, seeds: int, train_seeds: int, limit: int | None = None) -> None:
     settings = QUICK if quick else FULL
     cells = Cells(output)
     split = data.digits_split(settings.n_train, settings.n_test, seed=settings.split_seed)
     x_batch = split[0][: settings.score_batch]
     common = dataclasses.asdict(settings)
-    networks = family(quick)
+    networks = family(quick)[:limit]
     for i, network in enumerate(networks):
         arch = dataclasses.asdict(network)
         for seed in range(train_seeds):
@@ -393,8 +398,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="4 small networks on 100 digits (seconds)")
     parser.add_argument("--seeds", type=int, default=3, help="init seeds of the scores")
     parser.add_argument("--train-seeds", type=int, default=2, help="training seeds averaged per network")
+    parser.add_argument("--networks", type=int, default=None, help="only the first n networks of the family")
     args = parser.parse_args(argv)
-    run(args.output, args.quick, args.seeds, args.train_seeds)
+    run(args.output, args.quick, args.seeds, args.train_seeds, args.networks)
 
 
 if __name__ == "__main__":
