@@ -13,7 +13,8 @@ Resumable: each finished cell (one network trained, one kernel scored at one see
 ``cells.jsonl`` in the output folder as it finishes, keyed by the settings that define it; a rerun
 with the same ``--output`` computes only the missing cells (``--seeds 5`` adds seeds).
 
-    python scripts/trainability_experiment.py                  # the committed results (~15 min, 2 cores)
+    python scripts/trainability_experiment.py --networks 24 --seeds 1 --train-seeds 1  # committed (~30 min)
+    python scripts/trainability_experiment.py                  # all 48, 3 init seeds, 2 training seeds
     python scripts/trainability_experiment.py --quick --output runs/trainability-quick   # seconds
 """
 
@@ -206,14 +207,16 @@ def _finite_or_none(value: float) -> float | None:
 # --- The run --------------------------------------------------------------------------------------
 
 
-def run(output: Path, quick: bool, seeds: int, train_seeds: int, limit: int | None = None) -> None:
+def run(
+    output: Path, quick: bool, seeds: int, train_seeds: int, limit: int | None = None, compute: bool = True
+) -> None:
     settings = QUICK if quick else FULL
     cells = Cells(output)
     split = data.digits_split(settings.n_train, settings.n_test, seed=settings.split_seed)
     x_batch = split[0][: settings.score_batch]
     common = dataclasses.asdict(settings)
     networks = family(quick)[:limit]
-    for i, network in enumerate(networks):
+    for i, network in enumerate(networks if compute else []):
         arch = dataclasses.asdict(network)
         for seed in range(train_seeds):
             key = {
@@ -263,6 +266,8 @@ def report(
             )
             for s in range(train_seeds)
         ]
+        if None in trained:  # not trained yet (`--report-only` on a run under way)
+            continue
         row = {
             "network": network.name,
             **arch,
@@ -271,6 +276,7 @@ def report(
             "diverged": sum(t["diverged"] for t in trained),
             "train_s": float(np.mean([t["train_s"] for t in trained])),
         }
+        network_rows = []
         for kernel in KERNELS:
             scored = [
                 cells.get(
@@ -286,8 +292,10 @@ def report(
                 )
                 for s in range(seeds)
             ]
+            if None in scored:
+                break
             for s, c in enumerate(scored):
-                score_rows.append(
+                network_rows.append(
                     {
                         "network": network.name,
                         "kernel": kernel,
@@ -299,7 +307,9 @@ def report(
                 row[f"{kernel}_{name}"] = float(np.median([_inf(c[name]) for c in scored]))
             row[f"{kernel}_s"] = float(np.median([c["kernel_s"] + c["eigen_s"] for c in scored]))
             row[f"{kernel}_compile_s"] = float(np.median([c["compile_s"] for c in scored]))
-        rows.append(row)
+        else:  # every kernel scored
+            rows.append(row)
+            score_rows.extend(network_rows)
     _write_csv(output / "networks.csv", rows)
     _write_csv(output / "results.csv", score_rows)
     accuracy = np.array([r["test_accuracy"] for r in rows])
@@ -398,9 +408,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="4 small networks on 100 digits (seconds)")
     parser.add_argument("--seeds", type=int, default=3, help="init seeds of the scores")
     parser.add_argument("--train-seeds", type=int, default=2, help="training seeds averaged per network")
+    parser.add_argument("--report-only", action="store_true", help="tables and plot from the finished cells")
     parser.add_argument("--networks", type=int, default=None, help="only the first n networks of the family")
     args = parser.parse_args(argv)
-    run(args.output, args.quick, args.seeds, args.train_seeds, args.networks)
+    run(args.output, args.quick, args.seeds, args.train_seeds, args.networks, compute=not args.report_only)
 
 
 if __name__ == "__main__":
