@@ -45,7 +45,17 @@ _API = {
     "from_nnx": "nt_pntk._src.adapters.nnx",
     "from_equinox": "nt_pntk._src.adapters.eqx",
 }
-_SUBMODULES = ("adapters", "approximations", "cli", "compat", "experiments", "regression", "spectra", "tiled")
+_SUBMODULES = (
+    "adapters",
+    "approximations",
+    "cli",
+    "compat",
+    "experiments",
+    "regression",
+    "spectra",
+    "tiled",
+    "trainability",
+)
 
 __all__ = [
     "__version__",
@@ -69,6 +79,7 @@ __all__ = [
     "spectra",
     "summed_logits_fn",
     "tiled",
+    "trainability",
 ]
 assert set(__all__) == {*_API, *_SUBMODULES, "__version__"}
 
@@ -92,7 +103,17 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs, which do not run `__getattr__`
-    from nt_pntk import adapters, approximations, cli, compat, experiments, regression, spectra, tiled
+    from nt_pntk import (
+        adapters,
+        approximations,
+        cli,
+        compat,
+        experiments,
+        regression,
+        spectra,
+        tiled,
+        trainability,
+    )
     from nt_pntk._src.adapters.eqx import from_equinox
     from nt_pntk._src.adapters.linen import from_linen
     from nt_pntk._src.adapters.nnx import from_nnx

@@ -117,6 +117,7 @@ PUBLIC_API = {
         "spectra",
         "summed_logits_fn",
         "tiled",
+        "trainability",
     ],
     "nt_pntk.approximations": [
         "PNTK",
@@ -147,6 +148,13 @@ PUBLIC_API = {
         "repeated_eigenvalue_errors",
         "spectral_errors",
         "spectrum",
+    ],
+    "nt_pntk.trainability": [
+        "RankCorrelation",
+        "TrainabilityScores",
+        "kendall_tau",
+        "scores",
+        "scores_from_kernel",
     ],
     "nt_pntk.adapters": ["from_equinox", "from_linen", "from_nnx"],
     "nt_pntk.compat": [
