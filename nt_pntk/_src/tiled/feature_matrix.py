@@ -45,6 +45,7 @@ from nt_pntk._src.tiled.writer import NonFiniteKernelError
 PyTree = Any
 FORMAT = "nt_pntk.feature_matrix/1"
 MAX_BLOCK = 1024  # rows per block at most: beyond it a block saves nothing but holds more memory
+GROWN_BLOCK = 16  # a smaller block that the compiled peak allows grows to this (`_Job.block_size`)
 _PROBE_PROJECTIONS = 8
 
 _log = logging.getLogger(__name__)
@@ -219,16 +220,17 @@ class _Job:
         while t > 1 and estimate(t) > lane_budget:
             t //= 2
         # The estimate bounds the peak by the bytes the program accesses, far above it for a large
-        # network (the zoo's ResNet-18 at width 64: blocks of 4 under 4 GiB, where XLA's peak for 16
-        # is 0.5 GiB, and blocks of 16 ran 11% faster). Two compiled peaks give the line that the
-        # peak follows in the block size: the largest power of two under the budget on it is tried.
-        low = compiled(t)
-        if low <= lane_budget and 2 * t <= most:
-            per_row = max(compiled(2 * t) - low, 1) / t
-            grown = t
-            while 2 * grown <= most and low + per_row * (2 * grown - t) <= lane_budget:
-                grown *= 2
-            t = grown
+        # network: the zoo's ResNet-18 at width 64 got blocks of 4 under 4 GiB, where XLA's peak for
+        # 16 is 0.5 GiB. Blocks of 16 ran 11% faster than 4, blocks of 64 and 128 no faster than 16
+        # (a block's work already dwarfs a call's overhead; more rows only hold more memory). So a
+        # block under GROWN_BLOCK rows grows towards it along the line through two compiled peaks.
+        target = min(GROWN_BLOCK, most)
+        if t < target:
+            low = compiled(t)
+            if low <= lane_budget:
+                second = min(2 * t, target)
+                per_row = max(compiled(second) - low, 1) / (second - t)
+                t = max(t, min(target, t + int((lane_budget - low) // per_row)))
         while True:
             peak = compiled(t)
             if peak <= lane_budget:
