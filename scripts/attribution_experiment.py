@@ -28,7 +28,8 @@ compute the kernel (or features) and the scores.
 Writes to ``--output`` (default validation/results/attribution): ``subsets.jsonl`` (one line per
 retrained subset, appended as it finishes, identified by a hash of its indices and of the data and
 training settings: a rerun retrains only the missing ones, and ``--subsets 200`` adds more),
-``results.csv`` (one row per kernel × method × ridge), ``table.md`` and ``attribution_lds.png``.
+``results.csv`` (one row per kernel × method × ridge), ``table.md``, ``table.rst`` (for the guide)
+and ``attribution_lds.png``.
 ``--quick``: 120 + 30 digits, 12 subsets, 200 steps, k = 256 (seconds; for CI and a smoke test).
 """
 
@@ -296,6 +297,11 @@ def write_report(args, rows, full_accuracy, subset_accuracy, command):
             f"{r['score_seconds']:.3f} |"
         )
     (args.output / "table.md").write_text("\n".join(lines) + "\n")
+    # The same table for the user guide (reStructuredText: the docs build has no Markdown parser).
+    rst = [".. list-table::", "   :header-rows: 1", ""]
+    for cells in [line.strip("|").split(" | ") for line in lines[4:5] + lines[6:]]:
+        rst += [f"   * - {cells[0].strip()}", *(f"     - {cell.strip()}" for cell in cells[1:])]
+    (args.output / "table.rst").write_text("\n".join(rst) + "\n")
     plot(args, rows)
 
 
