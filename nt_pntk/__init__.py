@@ -48,6 +48,7 @@ _API = {
 _SUBMODULES = (
     "adapters",
     "approximations",
+    "attribution",
     "cli",
     "compat",
     "experiments",
@@ -61,6 +62,7 @@ __all__ = [
     "__version__",
     "adapters",
     "approximations",
+    "attribution",
     "cli",
     "compat",
     "empirical_entk_fn",
@@ -106,6 +108,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs, which do not run `__getattr__`
     from nt_pntk import (
         adapters,
         approximations,
+        attribution,
         cli,
         compat,
         experiments,
