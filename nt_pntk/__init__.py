@@ -45,10 +45,21 @@ _API = {
     "from_nnx": "nt_pntk._src.adapters.nnx",
     "from_equinox": "nt_pntk._src.adapters.eqx",
 }
-_SUBMODULES = ("adapters", "approximations", "cli", "compat", "experiments", "regression", "spectra", "tiled")
+_SUBMODULES = (
+    "active_learning",
+    "adapters",
+    "approximations",
+    "cli",
+    "compat",
+    "experiments",
+    "regression",
+    "spectra",
+    "tiled",
+)
 
 __all__ = [
     "__version__",
+    "active_learning",
     "adapters",
     "approximations",
     "cli",
@@ -92,7 +103,17 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs, which do not run `__getattr__`
-    from nt_pntk import adapters, approximations, cli, compat, experiments, regression, spectra, tiled
+    from nt_pntk import (
+        active_learning,
+        adapters,
+        approximations,
+        cli,
+        compat,
+        experiments,
+        regression,
+        spectra,
+        tiled,
+    )
     from nt_pntk._src.adapters.eqx import from_equinox
     from nt_pntk._src.adapters.linen import from_linen
     from nt_pntk._src.adapters.nnx import from_nnx
