@@ -23,7 +23,8 @@ predictions are a rank-one change of the old ones:
 in :math:`O(N_U N_L)` per candidate once :math:`A^{-1} K_{LU}` is known, never re-solving. With an
 :math:`N \times N` kernel (the pNTK, used as :math:`K \otimes I_O`) :math:`c_u` and :math:`s_u`
 are scalars shared by the O outputs; with the full :math:`(N, N, O, O)` eNTK they are
-:math:`O \times O` blocks (:math:`s_u^{-1}` a solve), the rows of :math:`A` :math:`N_L O`.
+:math:`O \times O` blocks (:math:`s_u^{-1}` a solve), the rows of :math:`A` :math:`N_L O`, and each
+candidate costs :math:`O(N_U N_L O^3)`.
 
 The score is the paper's *most likely model output change*: the candidate is given the label
 the current model predicts, :math:`\hat c = \arg\max_o f_o(u)` (``pseudo_label="predicted"``),
@@ -87,7 +88,7 @@ def lookahead_scores(
     target of the class the model predicts at :math:`u` (``"predicted"``), or the score is the
     average of the O classes' scores weighted by :math:`\operatorname{softmax}(f(u))`
     (``"expected"``). Candidates go in chunks of ``chunk_size``; each costs
-    :math:`O(N_U N_L)` (the eNTK: :math:`O(N_U N_L O^2)`). Directions where :math:`s_u` is within
+    :math:`O(N_U N_L)` (the eNTK: :math:`O(N_U N_L O^3)`). Directions where :math:`s_u` is within
     round-off of 0 (possible only with ``ridge=0``) change nothing.
 
     Args:
