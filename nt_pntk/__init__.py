@@ -46,6 +46,7 @@ _API = {
     "from_equinox": "nt_pntk._src.adapters.eqx",
 }
 _SUBMODULES = (
+    "active_learning",
     "adapters",
     "approximations",
     "attribution",
@@ -60,6 +61,7 @@ _SUBMODULES = (
 
 __all__ = [
     "__version__",
+    "active_learning",
     "adapters",
     "approximations",
     "attribution",
@@ -106,6 +108,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs, which do not run `__getattr__`
     from nt_pntk import (
+        active_learning,
         adapters,
         approximations,
         attribution,

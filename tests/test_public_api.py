@@ -97,6 +97,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PUBLIC_API = {
     "nt_pntk": [
         "__version__",
+        "active_learning",
         "adapters",
         "approximations",
         "attribution",
@@ -168,6 +169,7 @@ PUBLIC_API = {
         "scores",
         "scores_from_kernel",
     ],
+    "nt_pntk.active_learning": ["acquire", "lookahead_scores", "run_rounds", "select"],
     "nt_pntk.adapters": ["from_equinox", "from_linen", "from_nnx"],
     "nt_pntk.compat": [
         "SUPPORTED_NT_VERSION",
