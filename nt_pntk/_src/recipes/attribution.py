@@ -49,7 +49,7 @@ import scipy.special
 import scipy.stats
 
 from nt_pntk._src import checks
-from nt_pntk._src.kernels import regression_features
+from nt_pntk._src.kernels import regression, regression_features
 
 #: A block of scores (and of the test kernel or features) is at most this many float64 bytes.
 BLOCK_BYTES = 64 * checks.MIB
@@ -630,12 +630,8 @@ def _regularized_factor(kernel: np.ndarray, ridge: float, name: str, *, relative
     kernels only; a ValueError naming `name` where it is not positive definite."""
     n = kernel.shape[0]
     if relative:
-        asymmetry = np.linalg.norm(kernel - kernel.T) / max(np.linalg.norm(kernel), np.finfo(float).tiny)
-        if asymmetry > 100 * np.finfo(np.float32).eps:
-            raise checks.UsageError(
-                f"`{name}` must be a symmetric kernel of the training inputs; its relative asymmetry is "
-                f"{asymmetry:.3g}. Symmetrize one with round-off errors: (K + K.T) / 2."
-            )
+        # `regression.predict`'s check, at float32's round-off: the kernels come here as float64.
+        regression._check_symmetric(kernel, float(np.finfo(np.float32).eps), full=False)
         lam = ridge * float(np.trace(kernel)) / n
     else:
         lam = ridge
