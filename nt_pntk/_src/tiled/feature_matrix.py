@@ -205,15 +205,14 @@ class _Job:
             # The program, and the block fetched to the host and written (twice: a copy on the way).
             return costs.jac_extra(t) + (costs.row_bytes + 2 * row_bytes) * t
 
-        peaks: dict[int, int] = {}
-        last = [0]
+        last = [0, 0]  # the block size compiled last, and its peak
 
         def compiled(t: int) -> int:
-            # `compile` keeps the programs of the last block size compiled: the run uses them.
-            if t not in peaks or last[0] != t:
-                peaks[t] = self.programs.compile(params, x, t)[0] + 2 * row_bytes * t
-                last[0] = t
-            return peaks[t]
+            # `compile` keeps the programs of the last block size compiled (the run uses them), so
+            # only that one is worth remembering: any other is compiled again.
+            if last[0] != t:
+                last[:] = [t, self.programs.compile(params, x, t)[0] + 2 * row_bytes * t]
+            return last[1]
 
         most = min(MAX_BLOCK, self.shape[0])
         t = most
